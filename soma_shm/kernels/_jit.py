@@ -1,0 +1,30 @@
+"""The one place that holds numba options for every kernel.
+
+- ``cache=True``: compiled machine code is written beside the sources and reused by every process
+  (spawned workers load it instead of compiling).
+- ``nogil=True``: kernels release the GIL, so the UI thread keeps running while the main process
+  computes the overview.
+- ``fastmath`` is off: the accuracy contract (0.5 dB against a float64 reference) is tested with
+  IEEE semantics.
+- ``parallel=True`` only for kernels with an outer ``prange`` over independent rows or columns;
+  set the thread count with ``numba.set_num_threads`` (workers do, per role).
+
+Importing this module imports numba; ``import soma_shm`` does not import it.
+"""
+
+from __future__ import annotations
+
+import numba
+
+# rocket-fft registers numpy.fft / scipy.fft implementations for nopython code on import.
+import rocket_fft  # noqa: F401
+
+JIT_OPTIONS = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
+
+jit = numba.njit(**JIT_OPTIONS)
+"""Decorator for serial kernels."""
+
+jit_parallel = numba.njit(parallel=True, **JIT_OPTIONS)
+"""Decorator for kernels whose outer loop is a ``prange``."""
+
+prange = numba.prange

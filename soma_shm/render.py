@@ -1,0 +1,303 @@
+"""Public image API: validate, plan, call the kernels, return (or fill) the caller's buffer.
+
+These functions work on any 1-D float32 audio array, including a read-only view of a shared
+audio block; they never copy the whole recording.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import _validate
+from .plans import column_bounds, cwt_plan, stft_plan
+from .settings import AnalysisSettings
+
+__all__ = ["cwt_image", "stft_image", "tone_map", "warm_up", "image_geometry"]
+
+
+def _kernels():
+    """Import the numba kernels on first use (keeps ``import soma_shm`` cheap)."""
+    from .kernels import cwt, stft, tonemap
+
+    return cwt, stft, tonemap
+
+
+def _output(out: Any, height: int, width: int, dtype: type, name: str = "out") -> np.ndarray:
+    if out is None:
+        return np.empty((height, width), dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise _validate.ParameterError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.shape != (height, width) or out.dtype != np.dtype(dtype):
+        raise _validate.ParameterError(
+            f"{name} has shape {out.shape} and dtype {out.dtype}; expected ({height}, {width}) {np.dtype(dtype)}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise _validate.ParameterError(f"{name} must be a writeable C-contiguous array")
+    return out
+
+
+def _prepare(audio, sample_rate, t0, t1, fmin, fmax, width, height, settings, check_finite=True):
+    fs = _validate.sample_rate(sample_rate)
+    a = _validate.audio_array(audio, check_finite=check_finite)
+    duration = a.shape[0] / fs
+    t0, t1, fmin, fmax, width, height = _validate.view(t0, t1, fmin, fmax, width, height, fs, duration)
+    return a, fs, t0, t1, fmin, fmax, width, height, _validate.settings_or_default(settings)
+
+
+def image_geometry(t0: float, t1: float, fmin: float, fmax: float, width: int, height: int, sample_rate: float):
+    """Row frequencies and column sample bounds of an image (see :mod:`soma_shm.plans`)."""
+    from .plans import row_frequencies
+
+    a, b = column_bounds(t0, t1, width, sample_rate)
+    return row_frequencies(fmin, fmax, height), a, b
+
+
+def _interleave(cost_order: np.ndarray, threads: int) -> np.ndarray:
+    """Reorder rows (sorted by decreasing cost) so each contiguous 1/threads share costs the same."""
+    if threads <= 1:
+        return cost_order
+    return np.concatenate([cost_order[t::threads] for t in range(threads)])
+
+
+def cwt_image(
+    audio: Any,
+    sample_rate: float,
+    t0: float,
+    t1: float,
+    fmin: float,
+    fmax: float,
+    width: int,
+    height: int,
+    settings: AnalysisSettings | None = None,
+    out: np.ndarray | None = None,
+    *,
+    check_finite: bool = True,
+) -> np.ndarray:
+    """Calibrated complex-Morlet CWT magnitude image, max-pooled per column.
+
+    Parameters
+    ----------
+    audio : array_like
+        The whole recording, ``(frames,)`` or ``(frames, channels)`` (mixed to mono). Float32 1-D
+        input (e.g. a view of a shared audio block) is used without a copy.
+    sample_rate : float
+        Samples per second, 8 kHz .. 384 kHz.
+    t0, t1 : float
+        Time range in seconds, ``0 <= t0 < t1 <= duration``.
+    fmin, fmax : float
+        Frequency range in Hz, ``0 < fmin < fmax <= sample_rate / 2``.
+    width, height : int
+        Image size; row 0 is ``fmax``, rows are log-spaced down to ``fmin``.
+    settings : AnalysisSettings, optional
+        Wavelet ``cmorB-C`` (defaults B = 8, C = 1.5).
+    out : ndarray, optional
+        ``(height, width)`` float32 C-contiguous buffer to fill (for example a shared slot); it is
+        returned.
+    check_finite : bool
+        Reject NaN/Inf samples (default). Callers that validated the file once may skip the scan.
+
+    Returns
+    -------
+    ndarray
+        ``(height, width)`` float32 magnitude: a sine of amplitude A at a row's frequency shows A
+        on that row. Pixel = max of ``|W|`` over every sample in the column's time span.
+
+    Raises
+    ------
+    ParameterError, AudioFormatError
+        Bad geometry, sample rate, audio or ``out`` buffer; the message names the value.
+
+    Notes
+    -----
+    One real FFT per padding segment, then per row only the FFT bins where the wavelet's
+    Gaussian response exceeds -100 dB are inverse-transformed at a decimated rate. Cost is
+    ``O(sum of row bandwidths x window length)``, not ``O(rows x samples)``. Plans are cached per
+    geometry. Samples beyond the window are real neighbouring audio where the file has it (padded
+    by the wavelet support), zeros beyond the file.
+
+    Examples
+    --------
+    >>> import numpy as np, soma_shm
+    >>> fs = 48000
+    >>> x = np.sin(2 * np.pi * 1000 * np.arange(fs) / fs).astype(np.float32)
+    >>> img = soma_shm.cwt_image(x, fs, 0.25, 0.75, 500, 2000, 100, 3)
+    >>> round(float(img[1].mean()), 2)  # the 1 kHz row of a unit sine
+    1.0
+    """
+    audio, fs, t0, t1, fmin, fmax, width, height, settings = _prepare(
+        audio, sample_rate, t0, t1, fmin, fmax, width, height, settings, check_finite
+    )
+    out = _output(out, height, width, np.float32)
+    cwt, _, _ = _kernels()
+    col_a, col_b = column_bounds(t0, t1, width, fs)
+    s0 = int(col_a[0])
+    n_window = int(round((t1 - t0) * fs)) + 1
+    plan = cwt_plan(fs, n_window, fmin, fmax, height, settings)
+    # Cost order: segments in order, rows by decreasing inverse-FFT length inside a segment.
+    import numba
+
+    threads = numba.get_num_threads()
+    order_parts = []
+    seg_rows = [0]
+    for g in range(len(plan.seg_pad)):
+        rows = np.flatnonzero(plan.row_seg == g)
+        rows = rows[np.argsort(-plan.row_nifft[rows], kind="stable")]
+        order_parts.append(_interleave(rows, threads))
+        seg_rows.append(seg_rows[-1] + len(rows))
+    cwt.cwt_pooled_image(
+        audio,
+        s0,
+        plan.seg_pad,
+        plan.seg_nfft,
+        np.asarray(seg_rows, dtype=np.int64),
+        np.concatenate(order_parts).astype(np.int64),
+        plan.row_klo,
+        plan.row_khi,
+        plan.row_nifft,
+        plan.freqs,
+        fs,
+        plan.gauss_a,
+        plan.taper_start,
+        plan.taper_width,
+        col_a - s0,
+        col_b - s0,
+        out,
+    )
+    return out
+
+
+def stft_image(
+    audio: Any,
+    sample_rate: float,
+    t0: float,
+    t1: float,
+    fmin: float,
+    fmax: float,
+    width: int,
+    height: int,
+    settings: AnalysisSettings | None = None,
+    out: np.ndarray | None = None,
+    *,
+    check_finite: bool = True,
+) -> np.ndarray:
+    """Calibrated STFT magnitude image pooled over every frame, same geometry as :func:`cwt_image`.
+
+    Parameters are those of :func:`cwt_image`.
+
+    Returns
+    -------
+    ndarray
+        ``(height, width)`` float32 magnitude on the CWT's scale: a sine of amplitude A peaks at A
+        (Hann window, magnitudes scaled by ``2/sum(window)``, the peak bin refined between bins).
+
+    Notes
+    -----
+    Hann frames of ``settings.stft_nfft(fs)`` samples (about 43 ms), hop at most half of that, are
+    centred on multiples of the hop; a column pools every frame whose centre lies in its span (the
+    frame nearest the column centre if none does), so a transient between two sparse frames
+    cannot vanish. Row ``r`` takes the maximum of the bins between the geometric midpoints to its
+    neighbours and interpolates between bins where its band holds none. Cost
+    ``O(frames x nfft log nfft)``; memory ``O(threads x frames-per-column x nfft)``, independent of
+    the recording's length.
+    """
+    audio, fs, t0, t1, fmin, fmax, width, height, settings = _prepare(
+        audio, sample_rate, t0, t1, fmin, fmax, width, height, settings, check_finite
+    )
+    out = _output(out, height, width, np.float32)
+    _, stft, _ = _kernels()
+    col_a, col_b = column_bounds(t0, t1, width, fs)
+    plan = stft_plan(fs, fmin, fmax, height, settings)
+    stft.stft_pooled_image(
+        audio,
+        plan.window,
+        plan.hop,
+        plan.scale,
+        plan.bin_row,
+        plan.interp_k,
+        plan.interp_w,
+        plan.log_fmax,
+        plan.log_step,
+        fs,
+        col_a,
+        col_b,
+        out,
+    )
+    return out
+
+
+def tone_map(
+    magnitude: Any,
+    amp_reference: float,
+    settings: AnalysisSettings | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Map a magnitude image to uint8 for display.
+
+    ``dB = 20 log10(magnitude / amp_reference)``, clamped to ``[min_db, max_db]``, normalised to
+    ``v`` in 0..1, then ``round(255 * v ** gamma)``.
+
+    Parameters
+    ----------
+    magnitude : ndarray
+        Float magnitude image (any shape).
+    amp_reference : float
+        Magnitude shown at 0 dB (per file, from the overview, so brightness does not jump when
+        zooming). Must be positive and finite.
+    settings : AnalysisSettings, optional
+        ``min_db``, ``max_db``, ``gamma``.
+    out : ndarray, optional
+        uint8 buffer of the same shape to fill; it is returned.
+
+    Notes
+    -----
+    No logarithm per pixel: the 255 magnitude thresholds between output levels are computed once
+    and each pixel is placed by binary search (8 comparisons), exactly equivalent to the formula.
+    """
+    settings = _validate.settings_or_default(settings)
+    mag = np.asarray(magnitude)
+    if mag.dtype.kind != "f":
+        raise _validate.ParameterError(f"magnitude dtype {mag.dtype} must be floating point")
+    try:
+        ref = float(amp_reference)
+    except (TypeError, ValueError):
+        raise _validate.ParameterError(f"amp_reference={amp_reference!r} must be a number") from None
+    if not (math.isfinite(ref) and ref > 0):
+        raise _validate.ParameterError(
+            f"amp_reference={amp_reference!r} must be positive and finite (the magnitude shown at 0 dB)"
+        )
+    if out is None:
+        out = np.empty(mag.shape, dtype=np.uint8)
+    elif not isinstance(out, np.ndarray) or out.shape != mag.shape or out.dtype != np.uint8:
+        raise _validate.ParameterError(
+            f"out must be a uint8 array of shape {mag.shape}, got "
+            f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+        )
+    elif not out.flags.writeable:
+        raise _validate.ParameterError("out must be writeable")
+    _, _, tonemap = _kernels()
+    thresholds = tone_thresholds(ref, settings)
+    tonemap.tone_map_kernel(mag.reshape(-1), thresholds, out.reshape(-1))
+    return out
+
+
+def tone_thresholds(amp_reference: float, settings: AnalysisSettings) -> np.ndarray:
+    """Magnitudes at which the output level steps from ``i-1`` to ``i`` (i = 1..255), float64."""
+    i = np.arange(1, 256, dtype=np.float64)
+    v = ((i - 0.5) / 255.0) ** (1.0 / settings.gamma)
+    db = settings.min_db + (settings.max_db - settings.min_db) * v
+    return amp_reference * 10.0 ** (db / 20.0)
+
+
+def warm_up() -> None:
+    """Load (or compile, the first time) every kernel on tiny inputs.
+
+    Workers call this once at start so that the first real request pays no JIT cost.
+    """
+    fs = 8000.0
+    x = np.sin(2 * np.pi * 440 * np.arange(4000) / fs).astype(np.float32)
+    img = cwt_image(x, fs, 0.1, 0.4, 100, 2000, 8, 4)
+    stft_image(x, fs, 0.0, 0.5, 100, 2000, 8, 4)
+    tone_map(img, 1.0)
