@@ -145,17 +145,43 @@ class CwtPlan:
         return int(self.row_nifft.sum())
 
 
-def _segment_pads(pads: np.ndarray, n_window: int) -> np.ndarray:
-    """Segment id per row (rows sorted by decreasing frequency, so ``pads`` is increasing).
+def _segment_rows(pads: np.ndarray, rel_bw: np.ndarray, n_window: int, oversample: float) -> np.ndarray:
+    """Split rows into padding segments; returns the segment id of every row.
 
-    Rows whose padding is at most 2 %, then 25 %, of the window share a segment; the rest form the
-    last one. High rows hold almost all the inverse-FFT cost and need little padding.
+    Rows are sorted by decreasing frequency, so ``pads`` increases along them. Each segment costs
+    one forward FFT of ``n_window + 2 * pad`` (its largest pad) plus the inverse FFTs of its rows,
+    whose lengths grow with the segment's FFT size. Boundaries are chosen among a ladder of
+    padding thresholds by dynamic programming on that cost model (a handful of candidates, so
+    planning stays well under a millisecond).
     """
-    thresholds = (0.02 * n_window, 0.25 * n_window)
-    seg = np.searchsorted(np.asarray(thresholds), pads, side="left")
-    # Renumber to 0..G-1 without gaps.
-    _, seg = np.unique(seg, return_inverse=True)
-    return seg.astype(np.int64)
+    H = len(pads)
+    ladder = n_window * np.array([0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0])
+    cuts = sorted({int(np.searchsorted(pads, t, side="right")) for t in ladder} | {H})
+    cuts = [c for c in cuts if 0 < c <= H]
+    bounds = [0] + cuts
+
+    def cost(i: int, j: int) -> float:  # rows bounds[i]:bounds[j]
+        lo, hi = bounds[i], bounds[j]
+        n = n_window + 2.0 * float(pads[hi - 1])
+        lengths = np.maximum(oversample * rel_bw[lo:hi] * n, 8.0)
+        return 0.5 * n * math.log2(n) + float(np.sum(lengths * np.log2(lengths)))
+
+    k = len(bounds)
+    best = [0.0] + [math.inf] * (k - 1)
+    prev = [0] * k
+    for j in range(1, k):
+        for i in range(j):
+            c = best[i] + cost(i, j)
+            if c < best[j]:
+                best[j], prev[j] = c, i
+    seg = np.empty(H, dtype=np.int64)
+    j, chosen = k - 1, []
+    while j > 0:
+        chosen.append((prev[j], j))
+        j = prev[j]
+    for g, (i, j) in enumerate(reversed(chosen)):
+        seg[bounds[i] : bounds[j]] = g
+    return seg
 
 
 @lru_cache(maxsize=64)
@@ -176,13 +202,13 @@ def cwt_plan(
     # + the time support of the Nyquist roll-off (sigma = 1 / (2 pi width) seconds).
     taper_sigma = 1.0 / (2.0 * math.pi * NYQUIST_TAPER)
     pads = np.ceil(kt * (wavelet_sigma_samples(freqs, fs, settings) + taper_sigma)).astype(np.int64) + 2
-    seg = _segment_pads(pads, n_window)
+    h = wavelet_band_halfwidth(settings, eps)
+    seg = _segment_rows(pads, 2.0 * h * freqs / fs, int(n_window), oversample)
     nseg = int(seg.max()) + 1
     seg_pad = np.array([pads[seg == g].max() for g in range(nseg)], dtype=np.int64)
     # +2: the window may cover one more sample depending on where t0 falls between samples.
     seg_nfft = np.array([next_fast_len(int(n_window + 2 + 2 * p), real=True) for p in seg_pad], dtype=np.int64)
 
-    h = wavelet_band_halfwidth(settings, eps)
     nfft_row = seg_nfft[seg].astype(np.float64)
     # The analytic response covers 0 < f < fs/2: the Nyquist bin itself (even sizes) is excluded.
     nyq_bin = ((seg_nfft[seg] - 1) // 2).astype(np.int64)

@@ -39,9 +39,19 @@ def _output(out: Any, height: int, width: int, dtype: type, name: str = "out") -
     return out
 
 
-def _prepare(audio, sample_rate, t0, t1, fmin, fmax, width, height, settings, check_finite=True):
+def _check_finite(audio: np.ndarray, start: int, stop: int) -> None:
+    """Reject NaN/Inf in the part of the file a request reads (``start:stop``, clipped)."""
+    part = audio[max(start, 0) : min(stop, audio.shape[0])]
+    if part.size and not np.isfinite(part).all():
+        bad = int(np.flatnonzero(~np.isfinite(part))[0]) + max(start, 0)
+        raise _validate.AudioFormatError(
+            f"audio holds NaN or Inf samples (first at frame {bad}); clean or replace them before analysis"
+        )
+
+
+def _prepare(audio, sample_rate, t0, t1, fmin, fmax, width, height, settings):
     fs = _validate.sample_rate(sample_rate)
-    a = _validate.audio_array(audio, check_finite=check_finite)
+    a = _validate.audio_array(audio, check_finite=False)
     duration = a.shape[0] / fs
     t0, t1, fmin, fmax, width, height = _validate.view(t0, t1, fmin, fmax, width, height, fs, duration)
     return a, fs, t0, t1, fmin, fmax, width, height, _validate.settings_or_default(settings)
@@ -97,7 +107,8 @@ def cwt_image(
         ``(height, width)`` float32 C-contiguous buffer to fill (for example a shared slot); it is
         returned.
     check_finite : bool
-        Reject NaN/Inf samples (default). Callers that validated the file once may skip the scan.
+        Reject NaN/Inf samples in the part of the file the request reads (default). Callers that
+        validated the file once (the engine does, at open) may skip the scan.
 
     Returns
     -------
@@ -128,7 +139,7 @@ def cwt_image(
     1.0
     """
     audio, fs, t0, t1, fmin, fmax, width, height, settings = _prepare(
-        audio, sample_rate, t0, t1, fmin, fmax, width, height, settings, check_finite
+        audio, sample_rate, t0, t1, fmin, fmax, width, height, settings
     )
     out = _output(out, height, width, np.float32)
     cwt, _, _ = _kernels()
@@ -136,24 +147,21 @@ def cwt_image(
     s0 = int(col_a[0])
     n_window = int(round((t1 - t0) * fs)) + 1
     plan = cwt_plan(fs, n_window, fmin, fmax, height, settings)
-    # Cost order: segments in order, rows by decreasing inverse-FFT length inside a segment.
+    if check_finite:
+        reach = int(plan.seg_pad.max())
+        _check_finite(audio, s0 - reach, int(col_b[-1]) + reach + 1)
+    # Rows by decreasing inverse-FFT length (their cost), interleaved over the threads so that
+    # the static split of the kernel's prange gives every thread the same work.
     import numba
 
-    threads = numba.get_num_threads()
-    order_parts = []
-    seg_rows = [0]
-    for g in range(len(plan.seg_pad)):
-        rows = np.flatnonzero(plan.row_seg == g)
-        rows = rows[np.argsort(-plan.row_nifft[rows], kind="stable")]
-        order_parts.append(_interleave(rows, threads))
-        seg_rows.append(seg_rows[-1] + len(rows))
+    order = np.argsort(-plan.row_nifft, kind="stable")
     cwt.cwt_pooled_image(
         audio,
         s0,
         plan.seg_pad,
         plan.seg_nfft,
-        np.asarray(seg_rows, dtype=np.int64),
-        np.concatenate(order_parts).astype(np.int64),
+        _interleave(order, numba.get_num_threads()).astype(np.int64),
+        plan.row_seg,
         plan.row_klo,
         plan.row_khi,
         plan.row_nifft,
@@ -204,12 +212,15 @@ def stft_image(
     the recording's length.
     """
     audio, fs, t0, t1, fmin, fmax, width, height, settings = _prepare(
-        audio, sample_rate, t0, t1, fmin, fmax, width, height, settings, check_finite
+        audio, sample_rate, t0, t1, fmin, fmax, width, height, settings
     )
     out = _output(out, height, width, np.float32)
     _, stft, _ = _kernels()
     col_a, col_b = column_bounds(t0, t1, width, fs)
     plan = stft_plan(fs, fmin, fmax, height, settings)
+    if check_finite:
+        half = plan.nfft // 2
+        _check_finite(audio, int(col_a[0]) - half - plan.hop, int(col_b[-1]) + half + plan.hop + 1)
     stft.stft_pooled_image(
         audio,
         plan.window,

@@ -87,14 +87,14 @@ class AnalysisSettings:
             raise ParameterError(
                 f"bins_per_octave={self.bins_per_octave!r} must be an integer in [1, 1200]"
             )
-        if not self.min_db < self.max_db:
-            raise ParameterError(
-                f"min_db={self.min_db!r} must be below max_db={self.max_db!r}; swap or widen them"
-            )
         # Normalise ints given for float fields so equal settings hash equally.
         for f in fields(self):
             if f.type == "float":
                 object.__setattr__(self, f.name, float(getattr(self, f.name)))
+        if not self.min_db < self.max_db:
+            raise ParameterError(
+                f"min_db={self.min_db!r} must be below max_db={self.max_db!r}; swap or widen them"
+            )
 
     # -- conveniences ------------------------------------------------------------------------
     @property
