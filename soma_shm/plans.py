@@ -33,6 +33,8 @@ __all__ = [
     "stft_plan",
     "WAVELET_EPS",
     "CWT_OVERSAMPLE",
+    "NARROW_COLUMN_BOOST",
+    "WIDE_COLUMN_SAMPLES",
     "NYQUIST_TAPER",
     "nyquist_taper",
 ]
@@ -49,8 +51,13 @@ short in time. Below ``fs/2 - 4.8 * width`` (e.g. 21.7 kHz at 48 kHz, 19.9 kHz a
 response is untouched and the amplitude calibration exact."""
 
 CWT_OVERSAMPLE = 2.0
-"""Decimated rate of a CWT row relative to the width of its band (>= 1 avoids aliasing; the
-margin keeps peaks between samples within a few hundredths of a dB after refinement)."""
+"""Decimated rate of a CWT row relative to the width of its band (>= 1 avoids aliasing)."""
+
+NARROW_COLUMN_BOOST = 2.0
+WIDE_COLUMN_SAMPLES = 16.0
+"""Rows whose columns hold fewer than this many samples at the base rate are sampled
+``NARROW_COLUMN_BOOST`` times denser: near a zero of W, |W| can rise and fall between two
+samples, and a column that spans only a few samples would miss that peak."""
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -191,6 +198,7 @@ def cwt_plan(
     fmin: float,
     fmax: float,
     height: int,
+    width: int,
     settings: AnalysisSettings,
     oversample: float = CWT_OVERSAMPLE,
     eps: float = WAVELET_EPS,
@@ -216,7 +224,11 @@ def cwt_plan(
     khi = np.minimum(np.floor(freqs * (1.0 + h) * nfft_row / fs), nyq_bin).astype(np.int64)
     khi = np.maximum(khi, klo)
     nb = khi - klo + 1
-    nifft = np.array([next_fast_len(max(8, int(math.ceil(oversample * n)))) for n in nb], dtype=np.int64)
+    # Where a column spans many decimated samples its maximum is well sampled at the base rate;
+    # where it spans few, |W| can peak between samples unseen, so those rows are sampled denser.
+    col_samples = oversample * nb / nfft_row * (n_window / max(width, 1))
+    rate = np.where(col_samples >= WIDE_COLUMN_SAMPLES, oversample, oversample * NARROW_COLUMN_BOOST)
+    nifft = np.array([next_fast_len(max(8, int(math.ceil(q * n)))) for q, n in zip(rate, nb)], dtype=np.int64)
     taper_width, taper_start = nyquist_taper(fs, eps)
     b, c = settings.wavelet_bandwidth, settings.wavelet_center
     return CwtPlan(

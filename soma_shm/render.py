@@ -146,7 +146,7 @@ def cwt_image(
     col_a, col_b = column_bounds(t0, t1, width, fs)
     s0 = int(col_a[0])
     n_window = int(round((t1 - t0) * fs)) + 1
-    plan = cwt_plan(fs, n_window, fmin, fmax, height, settings)
+    plan = cwt_plan(fs, n_window, fmin, fmax, height, width, settings)
     if check_finite:
         reach = int(plan.seg_pad.max())
         _check_finite(audio, s0 - reach, int(col_b[-1]) + reach + 1)

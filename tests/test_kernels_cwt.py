@@ -149,7 +149,7 @@ def test_column_bounds_cover_every_sample_once():
 
 def test_plan_cost_is_proportional_to_bandwidth_not_rows_times_samples():
     settings = soma_shm.AnalysisSettings()
-    plan = cwt_plan(48_000.0, 96_001, 20.0, 20_000.0, 600, settings)
+    plan = cwt_plan(48_000.0, 96_001, 20.0, 20_000.0, 600, 1600, settings)
     full_rate = 600 * 96_001
     assert plan.inverse_samples() < full_rate / 8
 
