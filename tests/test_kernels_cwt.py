@@ -196,3 +196,21 @@ def test_bad_out_buffer():
         ro = np.empty((10, 12), np.float32)
         ro.setflags(write=False)
         soma_shm.cwt_image(x, 8_000, 0.1, 0.2, 50, 3_000, 12, 10, out=ro)
+
+
+@pytest.mark.parametrize(
+    "t0, t1, fmin, fmax, width, height",
+    [
+        (0.0, 1.0, 100.0, 3_000.0, 1, 1),  # one pixel for the whole file
+        (0.999, 1.0, 100.0, 3_000.0, 5, 3),  # the file's last samples
+        (0.0, 0.0001, 100.0, 3_000.0, 3, 2),  # less than a sample per column
+        (0.5, 0.5002, 100.0, 3_900.0, 7, 1),
+        (0.9, 1.0, 30.0, 100.0, 50, 10),  # rows with wavelets far longer than the window
+    ],
+)
+def test_extreme_geometries(t0, t1, fmin, fmax, width, height):
+    fs = 8_000
+    x = (0.1 * np.random.default_rng(0).standard_normal(fs)).astype(np.float32)
+    fast = soma_shm.cwt_image(x, fs, t0, t1, fmin, fmax, width, height)
+    assert fast.shape == (height, width)
+    assert db_error(fast, cwt_reference(x, fs, t0, t1, fmin, fmax, width, height), -80.0, 1.0) <= TOL_DB

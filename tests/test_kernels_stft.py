@@ -75,3 +75,37 @@ def test_out_buffer_and_bad_input():
         soma_shm.stft_image(x, fs, 0.1, 0.9, 50, 4_500, 20, 10)
     with pytest.raises(soma_shm.ParameterError, match="t0=0.9 must be before t1=0.1"):
         soma_shm.stft_image(x, fs, 0.9, 0.1, 50, 3_000, 20, 10)
+
+
+def test_kernels_release_the_gil():
+    # The overview runs in the UI process: another Python thread must keep running meanwhile.
+    # Held GIL: the ticker stalls for the whole call. Released: only for switch intervals.
+    import threading
+    import time
+
+    fs = 48_000
+    x = np.random.default_rng(0).standard_normal(300 * fs).astype(np.float32)
+    soma_shm.stft_image(x[:fs], fs, 0, 1, 20, 20_000, 16, 8)  # load the kernel first
+    gaps = []
+    done = threading.Event()
+
+    def ticker():
+        last = time.perf_counter()
+        while not done.is_set():
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+            time.sleep(0.0005)
+
+    th = threading.Thread(target=ticker)
+    th.start()
+    try:
+        time.sleep(0.02)
+        t = time.perf_counter()
+        soma_shm.stft_image(x, fs, 0, 300, 20, 20_000, 2048, 256, check_finite=False)
+        call = time.perf_counter() - t
+    finally:
+        done.set()
+        th.join()
+    assert call > 0.05  # long enough for the comparison to mean something
+    assert max(gaps) < call / 3
