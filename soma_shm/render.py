@@ -305,10 +305,18 @@ def tone_thresholds(amp_reference: float, settings: AnalysisSettings) -> np.ndar
 def warm_up() -> None:
     """Load (or compile, the first time) every kernel on tiny inputs.
 
-    Workers call this once at start so that the first real request pays no JIT cost.
+    Workers call this once at start so that the first real request pays no JIT cost. Both
+    writable audio and read-only audio (a worker's view of the shared block) are used: numba
+    specialises on the difference.
     """
+    from .snap import snap_trace
+
     fs = 8000.0
     x = np.sin(2 * np.pi * 440 * np.arange(4000) / fs).astype(np.float32)
-    img = cwt_image(x, fs, 0.1, 0.4, 100, 2000, 8, 4)
-    stft_image(x, fs, 0.0, 0.5, 100, 2000, 8, 4)
+    ro = x.copy()
+    ro.flags.writeable = False
+    for audio in (x, ro):
+        img = cwt_image(audio, fs, 0.1, 0.4, 100, 2000, 8, 4)
+        stft_image(audio, fs, 0.0, 0.5, 100, 2000, 8, 4)
+        snap_trace(audio, fs, [(0.1, 430.0), (0.3, 450.0)])
     tone_map(img, 1.0)

@@ -1,0 +1,138 @@
+"""Decoding audio files to mono float32, straight into a caller's buffer.
+
+libsndfile (through soundfile) reads WAV (incl. RF64/W64), FLAC, OGG/Vorbis, Opus, MP3, AIFF and
+more. Files are decoded in chunks and mixed down to mono into the destination (for the engine, a
+shared-memory block), so peak memory stays near one float32 copy of the audio.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import _validate
+from .errors import AudioFormatError
+
+__all__ = ["AudioInfo", "audio_info", "decode_into", "load_audio"]
+
+CHUNK_FRAMES = 1 << 18  # 262144 frames per read: ~1 MiB of float32 per channel
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header."""
+
+    path: str
+    frames: int
+    sample_rate: float
+    channels: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _open(path: str | os.PathLike):
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioFormatError(f"audio file {str(p)!r} does not exist")
+    if p.is_dir():
+        raise AudioFormatError(f"{str(p)!r} is a folder, not an audio file")
+    try:
+        return sf.SoundFile(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioFormatError(
+            f"cannot read {str(p)!r} as audio ({exc}); supported: WAV, FLAC, OGG/Vorbis, Opus, MP3, AIFF"
+        ) from None
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Header information of an audio file.
+
+    Raises
+    ------
+    AudioFormatError
+        Missing, unreadable or empty file, or a sample rate outside 8 kHz .. 384 kHz.
+    """
+    with _open(path) as f:
+        info = AudioInfo(str(path), int(f.frames), float(f.samplerate), int(f.channels), f.format, f.subtype)
+    if info.frames <= 0:
+        raise AudioFormatError(f"audio file {str(path)!r} holds no samples (0 frames)")
+    try:
+        _validate.sample_rate(info.sample_rate)
+    except AudioFormatError as exc:
+        raise AudioFormatError(f"{str(path)!r}: {exc}") from None
+    return info
+
+
+def decode_into(
+    path: str | os.PathLike,
+    out: np.ndarray,
+    progress: Callable[[float], None] | None = None,
+    check_finite: bool = True,
+) -> AudioInfo:
+    """Decode ``path`` into ``out`` (float32, at least ``frames`` long), mixing to mono.
+
+    ``progress`` is called with the fraction decoded (0..1) after each chunk. Returns the file's
+    :class:`AudioInfo`.
+
+    Raises
+    ------
+    AudioFormatError
+        Unreadable, truncated or corrupt file; NaN/Inf samples (with the first bad frame).
+    """
+    info = audio_info(path)
+    if out.dtype != np.float32 or out.ndim != 1 or out.shape[0] < info.frames:
+        raise _validate.ParameterError(
+            f"decode buffer must be float32 with at least {info.frames} frames, got {out.dtype} {out.shape}"
+        )
+    done = 0
+    with _open(path) as f:
+        block = np.empty((min(CHUNK_FRAMES, info.frames), info.channels), dtype=np.float32)
+        while done < info.frames:
+            try:
+                n = len(f.read(len(block), dtype="float32", always_2d=True, out=block))
+            except Exception as exc:  # libsndfile reports corrupt data while reading
+                raise AudioFormatError(f"{str(path)!r} is corrupt at frame {done}: {exc}") from None
+            if n == 0:
+                break
+            dest = out[done : done + n]
+            if info.channels == 1:
+                dest[:] = block[:n, 0]
+            else:
+                np.mean(block[:n], axis=1, out=dest)
+            if check_finite and not np.isfinite(dest).all():
+                bad = done + int(np.flatnonzero(~np.isfinite(dest))[0])
+                raise AudioFormatError(
+                    f"{str(path)!r} holds NaN or Inf samples (first at frame {bad}); repair the file"
+                )
+            done += n
+            if progress is not None:
+                progress(done / info.frames)
+    if done < info.frames:
+        raise AudioFormatError(
+            f"{str(path)!r} is truncated: its header promises {info.frames} frames but only {done} could be read"
+        )
+    return info
+
+
+def load_audio(path: str | os.PathLike, progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, float]:
+    """Decode a file to a mono float32 array; returns ``(samples, sample_rate)``.
+
+    Examples
+    --------
+    >>> import soma_shm
+    >>> x, fs = soma_shm.load_audio("take1.flac")  # doctest: +SKIP
+    """
+    info = audio_info(path)
+    out = np.empty(info.frames, dtype=np.float32)
+    decode_into(path, out, progress)
+    return out, info.sample_rate

@@ -1,0 +1,419 @@
+"""The engine: shared audio, workers, latest-wins, queues, crashes, timeouts, hygiene."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import soma_shm
+from soma_shm.ipc.shm import list_segments
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+def _descendants() -> list:
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if "forkserver" in cmd or "resource_tracker" in cmd or p.status() == psutil.STATUS_ZOMBIE:
+            continue
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_viewport_overview_and_snap_match_the_kernels(tone, method):
+    x, fs = tone
+    with soma_shm.Engine(start_method=method) as eng:
+        info = eng.open(x, sample_rate=fs)
+        assert (info.frames, info.sample_rate, info.duration) == (len(x), fs, 5.0)
+        ov = eng.overview(400, 100)
+        assert ov.image.dtype == np.uint8 and ov.image.shape == (100, 400) and ov.image.max() == 255
+        assert eng.amp_reference == pytest.approx(0.3, rel=0.01)
+        res = eng.submit_viewport(1.0, 2.0, 100.0, 5_000.0, 320, 120).result(timeout=60)
+        assert res.method == "cwt" and res.image.shape == (120, 320)
+        want = soma_shm.cwt_image(x, fs, 1.0, 2.0, 100.0, 5_000.0, 320, 120)
+        np.testing.assert_array_equal(res.magnitude, want)
+        np.testing.assert_array_equal(res.image, soma_shm.tone_map(want, eng.amp_reference))
+        assert not res.image.flags.writeable
+        image = res.copy().image  # independent of the slot from now on
+        assert res.released and image.shape == (120, 320)
+        snap = eng.submit_snap([(1.0, 450.0), (3.0, 430.0)]).result(timeout=60)
+        assert snap.points.shape == (201, 3)
+        assert np.abs(snap.points[:, 1] - 440).max() < 0.1
+        st = eng.stats()
+        assert st["start_method"] == method
+        assert st["viewport"]["done"] == 1 and st["snap"]["done"] == 1
+        if method == "forkserver":
+            assert all(st["viewport"]["preloaded"])
+
+
+def test_wide_windows_use_the_stft():
+    fs = 8_000
+    x = (0.2 * np.sin(2 * np.pi * 300 * np.arange(40 * fs) / fs)).astype(np.float32)
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        res = eng.submit_viewport(0.0, 35.0, 50, 3_000, 200, 50).result(timeout=60)
+        assert res.method == "stft"
+        np.testing.assert_array_equal(res.magnitude, soma_shm.stft_image(x, fs, 0.0, 35.0, 50, 3_000, 200, 50))
+        res.release()
+        assert res.image is None and res.released
+        assert eng.submit_viewport(0.0, 30.0, 50, 3_000, 200, 50).result(timeout=60).method == "cwt"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    fs = 48_000
+    x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(20 * fs) / fs)).astype(np.float32)
+    eng = soma_shm.Engine(timeout=60)
+    eng.open(x, sample_rate=fs)
+    assert eng.wait_ready(60)
+    yield eng
+    eng.close()
+
+
+def test_latest_viewport_wins(engine):
+    before = engine.stats()["viewport"]
+    handles = [engine.submit_viewport(1.0, 3.0 + 0.1 * i, 50, 20_000, 1_600, 600) for i in range(8)]
+    last = handles[-1].result(timeout=60)
+    assert last.t1 == pytest.approx(3.7)
+    for h in handles[:-1]:
+        with pytest.raises(soma_shm.RequestCancelled, match="superseded|cancelled"):
+            h.result(timeout=60)
+    after = engine.stats()["viewport"]
+    assert after["cancels"] - before["cancels"] >= 1
+    last.release()
+
+
+def test_invariants_during_a_request_storm(engine):
+    samples = []
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            procs = _descendants()
+            samples.append(len(procs))
+            time.sleep(0.005)
+
+    th = threading.Thread(target=sample)
+    th.start()
+    try:
+        handles = []
+        for i in range(20):
+            handles.append(engine.submit_viewport(0.5, 2.5 + 0.01 * i, 50, 20_000, 800, 300))
+            handles.append(engine.submit_snap([(1.0, 430.0 + i), (2.0, 450.0)]))
+            time.sleep(0.02)
+        handles[-2].result(timeout=60).release()
+        for h in handles[1::2]:
+            h.result(timeout=60)
+    finally:
+        stop.set()
+        th.join()
+    # Two roles, each with at most its computing worker and its warm spare.
+    assert max(samples) <= 4
+    st = engine.stats()
+    assert len(st["viewport"]["workers"]) <= 2 and len(st["snap"]["workers"]) <= 2
+
+
+def test_strict_mode_never_exceeds_two_worker_processes(tone):
+    x, fs = tone
+    samples = []
+    stop = threading.Event()
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+
+        def sample():
+            while not stop.is_set():
+                samples.append(len(_descendants()))
+                time.sleep(0.002)
+
+        th = threading.Thread(target=sample)
+        th.start()
+        try:
+            for i in range(10):
+                eng.submit_viewport(0.5, 2.0, 50, 20_000, 800, 300)
+                eng.submit_snap([(1.0, 440.0), (2.0, 440.0)])
+                time.sleep(0.03)
+            eng.submit_viewport(0.5, 2.0, 50, 20_000, 800, 300).result(timeout=60).release()
+        finally:
+            stop.set()
+            th.join()
+    assert samples and max(samples) <= 2
+
+
+def test_no_stale_or_half_written_image_is_ever_delivered(engine):
+    # Each request fills its slot row by row with its own value, slowly; most are killed
+    # mid-write by the next one. Whatever is delivered must be whole and its own.
+    rng = np.random.default_rng(0)
+    delivered = 0
+    for i in range(12):
+        h = engine._submit_test("viewport", "pattern", 64, 64, i + 1, 0.002)
+        time.sleep(float(rng.uniform(0.0, 0.15)))
+        try:
+            res = h.result(timeout=0) if h.done() else None
+        except soma_shm.RequestCancelled:
+            res = None
+        if res is not None:
+            assert (res.image == i + 1).all()
+            res.release()
+            delivered += 1
+    final = engine._submit_test("viewport", "pattern", 64, 64, 99, 0.0).result(timeout=60)
+    assert (final.image == 99).all()
+    final.release()
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_crash_matrix(method, tone):
+    x, fs = tone
+    with soma_shm.Engine(start_method=method, timeout=1.0) as eng:
+        eng.open(x, sample_rate=fs)
+        with pytest.raises(soma_shm.WorkerCrashed, match="died with exit code -9") as ei:
+            eng._submit_test("snap", "kill").result(timeout=60)
+        assert ei.value.exitcode == -signal.SIGKILL
+        with pytest.raises(soma_shm.WorkerCrashed, match="exit code 3") as ei:
+            eng._submit_test("snap", "exit", 3).result(timeout=60)
+        assert ei.value.exitcode == 3
+        with pytest.raises(soma_shm.WorkerError, match="requested failure") as ei:
+            eng._submit_test("snap", "raise").result(timeout=60)
+        assert "RuntimeError" in ei.value.remote_traceback
+        with pytest.raises(soma_shm.WorkerTimeout, match="exceeded the timeout of 1 s"):
+            eng._submit_test("viewport", "sleep", 30.0).result(timeout=60)
+        # Every failure is recovered by the next request.
+        assert eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60).points.shape[0] == 101
+        eng.submit_viewport(1.0, 2.0, 100, 5_000, 100, 50).result(timeout=60).release()
+        st = eng.stats()
+        assert st["snap"]["crashes"] == 2 and st["snap"]["errors"] == 1 and st["viewport"]["timeouts"] == 1
+
+
+def test_sigkill_of_a_worker_mid_request_from_outside(engine):
+    h = engine._submit_test("viewport", "sleep", 5.0)
+    deadline = time.monotonic() + 10
+    while engine.stats()["viewport"]["busy"] is False and time.monotonic() < deadline:
+        time.sleep(0.01)
+    busy = [w.pid for w in engine._roles["viewport"].workers if w.request is not None]
+    os.kill(busy[0], signal.SIGKILL)
+    with pytest.raises(soma_shm.WorkerCrashed) as ei:
+        h.result(timeout=30)
+    assert ei.value.exitcode == -signal.SIGKILL
+    engine.submit_viewport(1.0, 2.0, 100, 5_000, 100, 50).result(timeout=60).release()
+
+
+def test_pipes_carry_no_audio_or_image_bytes():
+    fs = 48_000
+    per_request = {}
+    for seconds in (5, 120):
+        x = np.zeros(seconds * fs, dtype=np.float32)
+        x[::997] = 0.1
+        with soma_shm.Engine() as eng:
+            eng.open(x, sample_rate=fs)
+            s0 = eng.stats()["viewport"]
+            for _ in range(3):
+                eng.submit_viewport(1.0, 3.0, 50, 20_000, 1_600, 600).result(timeout=60).release()
+            s1 = eng.stats()["viewport"]
+            sent = s1["bytes_sent"] - s0["bytes_sent"]
+            received = s1["bytes_received"] - s0["bytes_received"]
+            per_request[seconds] = (sent + received) / 3
+    assert per_request[5] < 4096 and per_request[120] < 4096
+    assert abs(per_request[120] - per_request[5]) < 64  # independent of the file's length
+
+
+def test_snap_queue_is_bounded(tone):
+    x, fs = tone
+    with soma_shm.Engine(snap_queue=2) as eng:
+        eng.open(x, sample_rate=fs)
+        blocker = eng._submit_test("snap", "sleep", 0.5)
+        deadline = time.monotonic() + 30
+        while not eng.stats()["snap"]["busy"] and time.monotonic() < deadline:
+            time.sleep(0.005)
+        waiting = [eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]) for _ in range(4)]
+        with pytest.raises(soma_shm.QueueFull, match="dropped"):
+            waiting[0].result(timeout=30)
+        with pytest.raises(soma_shm.QueueFull):
+            waiting[1].result(timeout=30)
+        blocker.result(timeout=30)
+        assert waiting[3].result(timeout=30).points.shape[0] == 101
+        assert eng.stats()["snap"]["dropped"] == 2
+
+
+def test_opening_another_file_cancels_both_roles(tone, tmp_path):
+    x, fs = tone
+    path = tmp_path / "other.wav"
+    sf.write(path, np.stack([x, x], axis=1), fs, subtype="PCM_16")
+    with soma_shm.Engine() as eng:
+        eng.open(x, sample_rate=fs)
+        first_block = eng._audio_block.segment.name
+        v = eng._submit_test("viewport", "sleep", 5.0)
+        s = eng._submit_test("snap", "sleep", 5.0)
+        time.sleep(0.2)
+        info = eng.open(path)
+        for h in (v, s):
+            with pytest.raises(soma_shm.RequestCancelled, match="the file changed"):
+                h.result(timeout=30)
+        assert info.path == str(path) and info.channels == 2 and info.generation == 2
+        res = eng.submit_viewport(1.0, 2.0, 220, 880, 100, 3).result(timeout=60)  # row 1 = 440 Hz
+        np.testing.assert_allclose(res.magnitude[1], 0.3, rtol=0.01)  # stereo mixed to mono, 16-bit
+        res.release()
+        # The first file's block is gone from shared memory, the new one is there.
+        assert first_block not in list_segments() and eng._audio_block.segment.name in list_segments()
+
+
+def test_bad_input_is_rejected_in_the_caller_and_nothing_changes(tone, tmp_path):
+    x, fs = tone
+    with soma_shm.Engine() as eng:
+        with pytest.raises(soma_shm.EngineClosed, match="no file is open"):
+            eng.submit_viewport(0, 1, 50, 5_000, 10, 10)
+        eng.open(x, sample_rate=fs)
+        pids = sorted(eng.worker_pids())
+        with pytest.raises(soma_shm.ParameterError, match="t0=2.0 must be before t1=1.0"):
+            eng.submit_viewport(2.0, 1.0, 50, 5_000, 10, 10)
+        with pytest.raises(soma_shm.ParameterError, match="width=5000 exceeds the limit of 2560"):
+            eng.submit_viewport(0.0, 1.0, 50, 5_000, 5_000, 10)
+        with pytest.raises(soma_shm.ParameterError, match="trace has 1 point"):
+            eng.submit_snap([(1.0, 440.0)])
+        bad = tmp_path / "bad.wav"
+        bad.write_bytes(b"RIFF....WAVEfmt garbage")
+        with pytest.raises(soma_shm.AudioFormatError, match="cannot read"):
+            eng.open(bad)
+        with pytest.raises(soma_shm.AudioFormatError, match="does not exist"):
+            eng.open(tmp_path / "missing.flac")
+        y = x.copy()
+        y[100] = np.inf
+        with pytest.raises(soma_shm.AudioFormatError, match="first at frame 100"):
+            eng.open(y, sample_rate=fs)
+        with pytest.raises(soma_shm.ParameterError, match="sample_rate is required"):
+            eng.open(x)
+        # The document is intact and the workers are the same.
+        assert eng.info.frames == len(x) and sorted(eng.worker_pids()) == pids
+        eng.submit_viewport(1.0, 2.0, 100, 5_000, 100, 50).result(timeout=60).release()
+
+
+def test_engine_options_are_validated():
+    with pytest.raises(soma_shm.ParameterError, match="start_method='fork' is not supported"):
+        soma_shm.Engine(start_method="fork")
+    with pytest.raises(soma_shm.ParameterError, match="timeout=-1 must be"):
+        soma_shm.EngineOptions(timeout=-1)
+    with pytest.raises(soma_shm.ParameterError, match="snap_queue=0 must be an integer"):
+        soma_shm.EngineOptions(snap_queue=0)
+
+
+def test_exception_inside_the_with_block_cleans_up(tone):
+    x, fs = tone
+    with pytest.raises(KeyError):
+        with soma_shm.Engine() as eng:
+            eng.open(x, sample_rate=fs)
+            raise KeyError("boom")
+    with pytest.raises(soma_shm.EngineClosed, match="closed"):
+        eng.submit_viewport(0, 1, 50, 5_000, 10, 10)
+
+
+def test_killed_parent_leaves_nothing_after_the_next_start(tmp_path):
+    script = tmp_path / "victim.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, sys, time, numpy as np, soma_shm
+            if __name__ == "__main__":
+                eng = soma_shm.Engine()
+                eng.open(np.zeros(48000, np.float32) + 0.1, sample_rate=48000)
+                eng.wait_ready(60)
+                print(os.getpid(), " ".join(map(str, eng.worker_pids())), flush=True)
+                time.sleep(60)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().split()
+        pid, workers = int(line[0]), [int(p) for p in line[1:]]
+        assert list_segments(f"soma_{pid}_")
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    import psutil
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(psutil.pid_exists(w) for w in workers):
+        time.sleep(0.05)
+    assert not any(
+        psutil.pid_exists(w) and psutil.Process(w).status() != psutil.STATUS_ZOMBIE for w in workers
+    ), "workers outlived their parent"
+    from soma_shm.ipc.shm import sweep_orphans
+
+    sweep_orphans()  # what the next Engine does at start (the tracker may have beaten it)
+    assert not list_segments(f"soma_{pid}_")
+
+
+def test_an_outside_process_attaching_does_not_unlink_the_block(tone):
+    x, fs = tone
+    with soma_shm.Engine() as eng:
+        eng.open(x, sample_rate=fs)
+        desc = eng._audio_block.desc()
+        code = textwrap.dedent(
+            f"""
+            from soma_shm.ipc.blocks import AudioBlock, AudioDesc
+            b = AudioBlock.attach(AudioDesc({desc.name!r}, {desc.size}, {desc.frames}, {desc.sample_rate}, {desc.generation}))
+            a = b.samples()
+            assert not a.flags.writeable
+            print(float(a[:48000].max()))
+            del a
+            b.close()
+            """
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert float(out.stdout) == pytest.approx(0.3, rel=1e-3)
+        assert desc.name in list_segments()
+        eng.submit_viewport(1.0, 2.0, 100, 5_000, 100, 50).result(timeout=60).release()
+
+
+def test_full_shared_memory_is_a_clear_error(monkeypatch, tone):
+    import errno
+
+    from soma_shm.ipc import shm
+
+    x, fs = tone
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with soma_shm.Engine() as eng:
+        audio_before = [n for n in list_segments() if "_audio_" in n]
+        monkeypatch.setattr(shm.os, "posix_fallocate", no_space)
+        with pytest.raises(soma_shm.SharedMemoryError, match="shared memory is too small"):
+            eng.open(x, sample_rate=fs)
+        monkeypatch.undo()
+        assert eng.info is None
+        assert [n for n in list_segments() if "_audio_" in n] == audio_before
+
+
+def test_cancel_and_handle_cancel(engine):
+    h = engine._submit_test("viewport", "sleep", 5.0)
+    time.sleep(0.1)
+    assert h.cancel()
+    with pytest.raises(soma_shm.RequestCancelled):
+        h.result(timeout=10)
+    s = engine._submit_test("snap", "sleep", 5.0)
+    time.sleep(0.1)
+    assert engine.cancel("snap") == 1
+    with pytest.raises(soma_shm.RequestCancelled, match="cancelled by the caller"):
+        s.result(timeout=10)
+    got = []
+    done = threading.Event()
+    engine.submit_snap([(1.0, 440.0), (2.0, 440.0)], on_result=lambda r: (got.append(r), done.set()))
+    assert done.wait(60) and isinstance(got[0], soma_shm.engine.SnapResult)
