@@ -17,6 +17,7 @@ from .errors import SomaError
 COMMAND_MODULES = (
     "soma_shm.demo",
 )
+# The command line must not start an Engine at import: workers re-import soma_shm.
 
 
 def build_parser() -> argparse.ArgumentParser:
