@@ -1,0 +1,371 @@
+"""IPC benchmark: the Engine side by side with the seed's per-request process and a thread design.
+
+Designs (all compute the same ``cwt2`` image with the same kernels, so the differences are the
+process architecture's):
+
+- ``engine``: soma_shm.Engine (audio in shared memory once, persistent forkserver workers,
+  results in shared slots, latest-wins by terminate-and-respawn with a warm spare);
+- ``seed``: one spawned ``multiprocessing.Process`` per request with the audio pickled into its
+  arguments and the image sent back through a ``Queue``; a newer request terminates the older
+  process (the design of the original note);
+- ``thread``: one ``threading.Thread`` per request computing in the caller's process; a thread
+  cannot be stopped, so superseded threads run to the end.
+
+Per design and file length (60 s and 1 h at 48 kHz): submit -> result latency (median of
+``--repeats``), the engine's overhead (latency minus kernel time), bytes through pipes per
+request, the caller's main-thread stall (gaps of a 1 ms ticker thread: p99 and max), zoom-storm
+latency (20 viewport requests 50 ms apart: last request -> its result), peak RSS of the caller
+and peak unique memory (USS) of its worker processes. Then the respawn latency per start method
+(strict mode: terminate -> replacement ready; with a spare: cancel -> replacement computing).
+
+Usage::
+
+    python perf/bench_ipc.py            # 60 s and 1 h files
+    python perf/bench_ipc.py --quick    # 60 s and 5 min files, 3 repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import _util  # noqa: E402
+
+FS = 48_000
+VIEW = dict(fmin=20.0, fmax=20_000.0, width=1600, height=600)
+
+
+# ------------------------------------------------------------------------------ seed design
+def _seed_worker(request_id, audio, fs, t0, t1, queue):
+    """The seed's worker function: the whole recording arrives pickled in the arguments."""
+    import soma_shm
+
+    t = time.perf_counter()
+    mag = soma_shm.cwt_image(audio, fs, t0, t1, VIEW["fmin"], VIEW["fmax"], VIEW["width"], VIEW["height"], check_finite=False)
+    image = soma_shm.tone_map(mag, 1.0)
+    queue.put({"request_id": request_id, "image": image, "magnitude": mag, "kernel_s": time.perf_counter() - t})
+
+
+class SeedDesign:
+    def __init__(self, audio):
+        self.audio = audio
+        self.ctx = mp.get_context("spawn")
+        self.queue = self.ctx.Queue()
+        self.proc = None
+        self.current = None
+
+    def submit(self, rid, t0, t1):
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=1)
+        self.current = rid
+        self.proc = self.ctx.Process(target=_seed_worker, args=(rid, self.audio, FS, t0, t1, self.queue))
+        self.proc.start()
+
+    def wait(self, rid, timeout=600):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.queue.get(timeout=timeout)
+            if msg["request_id"] == rid:
+                return msg
+        raise TimeoutError
+
+    def worker_pids(self):
+        return [self.proc.pid] if self.proc is not None and self.proc.is_alive() else []
+
+    def close(self):
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join()
+
+
+# ---------------------------------------------------------------------------- thread design
+class ThreadDesign:
+    def __init__(self, audio):
+        self.audio = audio
+        self.results = {}
+        self.cv = threading.Condition()
+        self.threads = []
+
+    def _run(self, rid, t0, t1):
+        import soma_shm
+
+        t = time.perf_counter()
+        mag = soma_shm.cwt_image(self.audio, FS, t0, t1, VIEW["fmin"], VIEW["fmax"], VIEW["width"], VIEW["height"], check_finite=False)
+        image = soma_shm.tone_map(mag, 1.0)
+        with self.cv:
+            self.results[rid] = {"image": image, "kernel_s": time.perf_counter() - t}
+            self.cv.notify_all()
+
+    def submit(self, rid, t0, t1):
+        th = threading.Thread(target=self._run, args=(rid, t0, t1), daemon=True)
+        self.threads.append(th)
+        th.start()
+
+    def wait(self, rid, timeout=600):
+        with self.cv:
+            self.cv.wait_for(lambda: rid in self.results, timeout)
+            return self.results.pop(rid)
+
+    def worker_pids(self):
+        return []
+
+    def close(self):
+        for th in self.threads:
+            th.join()
+
+
+# ---------------------------------------------------------------------------- engine design
+class EngineDesign:
+    def __init__(self, audio):
+        import soma_shm
+
+        self.engine = soma_shm.Engine()
+        self.engine.open(audio, sample_rate=FS)
+        self.engine.wait_ready(120)
+        self.handles = {}
+
+    def submit(self, rid, t0, t1):
+        self.handles[rid] = self.engine.submit_viewport(t0, t1, method="cwt", **VIEW)
+
+    def wait(self, rid, timeout=600):
+        handle = self.handles.pop(rid)
+        res = handle.result(timeout)
+        out = {"image": res.image, "kernel_s": res.timings["kernel_s"], "overhead_s": res.timings["overhead_s"]}
+        res.release()
+        return out
+
+    def worker_pids(self):
+        return self.engine.worker_pids()
+
+    def bytes_per_request(self):
+        s = self.engine.stats()["viewport"]
+        return (s["bytes_sent"] + s["bytes_received"]) / max(1, s["requests"])
+
+    def close(self):
+        self.engine.close()
+
+
+DESIGNS = {"engine": EngineDesign, "seed": SeedDesign, "thread": ThreadDesign}
+
+
+# ------------------------------------------------------------------------------ measuring
+class Ticker:
+    """A thread that sleeps 1 ms in a loop and records how late it wakes (the caller's stall)."""
+
+    def __init__(self):
+        self.gaps = []
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        last = time.perf_counter()
+        while not self._stop.is_set():
+            time.sleep(0.001)
+            now = time.perf_counter()
+            self.gaps.append(now - last - 0.001)
+            last = now
+
+    def __enter__(self):
+        self._th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._th.join()
+
+
+class MemorySampler:
+    """Peak USS of the given processes, sampled every 20 ms."""
+
+    def __init__(self, pids_fn):
+        self.pids_fn = pids_fn
+        self.peak_uss = 0.0
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            for pid in self.pids_fn():
+                try:
+                    uss = psutil.Process(pid).memory_full_info().uss / 2**20
+                    self.peak_uss = max(self.peak_uss, uss)
+                except (psutil.Error, OSError):
+                    pass
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self._th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._th.join()
+
+
+def child(design: str, audio_path: str, repeats: int) -> dict:
+    audio = np.load(audio_path)
+    duration = len(audio) / FS
+    base_rss = _util.rss_mb()
+    d = DESIGNS[design](audio)
+    out: dict = {"design": design, "seconds": duration, "audio_mb": audio.nbytes / 2**20}
+    rid = 0
+    try:
+        with MemorySampler(d.worker_pids) as mem:
+            # Warm-up (the seed pays this on every request; the others once).
+            rid += 1
+            d.submit(rid, 10.0, 12.0)
+            d.wait(rid)
+            lat, kernel, overhead = [], [], []
+            with Ticker() as tick:
+                for i in range(repeats):
+                    rid += 1
+                    t0 = 10.0 + 0.37 * i
+                    t = time.perf_counter()
+                    d.submit(rid, t0, t0 + 2.0)
+                    res = d.wait(rid)
+                    lat.append(time.perf_counter() - t)
+                    kernel.append(res["kernel_s"])
+                    if "overhead_s" in res:
+                        overhead.append(res["overhead_s"])
+            gaps = np.array(tick.gaps) * 1000
+            out.update(
+                latency_s=_util.median(lat),
+                kernel_s=_util.median(kernel),
+                overhead_ms=_util.median(overhead) * 1000 if overhead else _util.median(lat) * 1000 - _util.median(kernel) * 1000,
+                stall_p99_ms=float(np.percentile(gaps, 99)) if len(gaps) else float("nan"),
+                stall_max_ms=float(gaps.max()) if len(gaps) else float("nan"),
+            )
+            # Zoom storm: 20 requests 50 ms apart; time from the last one to its result.
+            with Ticker() as tick:
+                ids = []
+                for i in range(20):
+                    rid += 1
+                    ids.append(rid)
+                    t0 = 5.0 + 0.05 * i
+                    d.submit(rid, t0, t0 + 2.0)
+                    last_submit = time.perf_counter()
+                    time.sleep(0.05)
+                res = d.wait(ids[-1])
+                out["storm_last_s"] = time.perf_counter() - last_submit
+                out["storm_kernel_s"] = res["kernel_s"]
+            gaps = np.array(tick.gaps) * 1000
+            out["storm_stall_max_ms"] = float(gaps.max()) if len(gaps) else float("nan")
+            if isinstance(d, EngineDesign):
+                out["pipe_bytes_per_request"] = d.bytes_per_request()
+            elif isinstance(d, SeedDesign):
+                out["pipe_bytes_per_request"] = float(audio.nbytes + 5 * VIEW["width"] * VIEW["height"])
+            else:
+                out["pipe_bytes_per_request"] = 0.0
+        out["worker_peak_uss_mb"] = mem.peak_uss
+    finally:
+        d.close()
+    out["parent_peak_rss_mb"] = _util.peak_rss_mb()
+    out["parent_peak_extra_mb"] = _util.peak_rss_mb() - base_rss
+    return out
+
+
+def child_respawn(method: str, repeats: int) -> dict:
+    """Strict mode: terminate the busy worker, time until the replacement is ready; and with a
+    spare: time from cancelling a computing request to the replacement computing."""
+    import soma_shm
+
+    audio = _util.recording(20.0, FS, seed=2)
+    res = {"method": method}
+    with soma_shm.Engine(start_method=method, spares=False) as eng:
+        eng.open(audio, sample_rate=FS)
+        eng.wait_ready(120)
+        times = []
+        for _ in range(repeats):
+            h = eng._submit_test("viewport", "sleep", 10.0)
+            while not eng.stats()["viewport"]["busy"]:
+                time.sleep(0.001)
+            t = time.perf_counter()
+            h.cancel()
+            while not eng.wait_ready(0.0005):
+                pass
+            times.append(time.perf_counter() - t)
+        res["strict_cancel_to_ready_s"] = _util.median(times)
+    with soma_shm.Engine(start_method=method, spares=True) as eng:
+        eng.open(audio, sample_rate=FS)
+        eng.wait_ready(120)
+        times = []
+        for _ in range(repeats):
+            h = eng._submit_test("viewport", "sleep", 10.0)
+            while not eng.stats()["viewport"]["busy"]:
+                time.sleep(0.001)
+            t = time.perf_counter()
+            h2 = eng._submit_test("viewport", "sleep", 0.0)  # supersedes h; the spare takes it
+            h2.result(60)
+            times.append(time.perf_counter() - t)
+            eng.wait_ready(120)
+        res["spare_takeover_s"] = _util.median(times)
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--child", nargs=2, metavar=("DESIGN", "AUDIO"), help=argparse.SUPPRESS)
+    p.add_argument("--child-respawn", metavar="METHOD", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], args.repeats)))
+        return 0
+    if args.child_respawn:
+        print(json.dumps(child_respawn(args.child_respawn, args.repeats)))
+        return 0
+
+    repeats = 3 if args.quick else args.repeats
+    lengths = [60.0, 300.0] if args.quick else [60.0, 3600.0]
+    results = {"machine": _util.machine(), "repeats": repeats, "runs": []}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="soma_ipc_") as tmp:
+        for seconds in lengths:
+            path = Path(tmp) / f"audio_{int(seconds)}.npy"
+            np.save(path, _util.recording(seconds, FS, seed=1))
+            for design in ("engine", "seed", "thread"):
+                print(f"  {design:7s} {seconds:6.0f} s ...", file=sys.stderr, flush=True)
+                r = _util.run_json([__file__, "--child", design, str(path), "--repeats", str(repeats)], timeout=5400)
+                results["runs"].append(r)
+                rows.append([
+                    design, int(seconds), r["latency_s"] * 1000, r["overhead_ms"], r["pipe_bytes_per_request"],
+                    r["stall_p99_ms"], r["stall_max_ms"], r["storm_last_s"] * 1000, r["storm_kernel_s"] * 1000,
+                    r["parent_peak_rss_mb"], r["worker_peak_uss_mb"],
+                ])
+            path.unlink()
+    print()
+    print(_util.table(rows, [
+        "design", "file s", "latency ms", "overhead ms", "pipe B/request", "stall p99 ms", "stall max ms",
+        "storm last->result ms", "its kernel ms", "caller peak RSS MB", "worker peak USS MB",
+    ]))
+    resp_rows = []
+    for method in ("forkserver", "spawn"):
+        r = _util.run_json([__file__, "--child-respawn", method, "--repeats", str(repeats)])
+        results.setdefault("respawn", []).append(r)
+        resp_rows.append([method, r["strict_cancel_to_ready_s"] * 1000, r["spare_takeover_s"] * 1000])
+    print()
+    print(_util.table(resp_rows, ["start method", "strict: cancel -> new worker ready ms", "spare: cancel -> replacement done ms"]))
+    path = _util.write_json("bench_ipc.json", results)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
