@@ -577,6 +577,14 @@ class Engine:
 
         Returns an :class:`ImageResult` with the uint8 image tone-mapped against the file's
         ``amp_reference`` and the float32 magnitude.
+
+        Notes
+        -----
+        ``engine.amp_reference`` (the magnitude shown at 0 dB) is set by :meth:`open`, not here:
+        it is the maximum of a coarse (256 x 64) whole-file pooled STFT made by the overview's
+        kernel (max-pooling over time keeps every frame's peak), so it exists before any viewport
+        is requested and does not change when the overview is re-rendered at another size.
+        Viewports use the same reference, so brightness never jumps while zooming.
         """
         self._check_open()
         info = self._info
@@ -599,6 +607,7 @@ class Engine:
         width: int,
         height: int,
         on_result: Callable[[Any], Any] | None = None,
+        magnitude: bool = False,
         method: Literal["cwt", "stft"] | None = None,
     ) -> RequestHandle:
         """Render a viewport image in the viewport worker; the latest request wins.
@@ -607,6 +616,10 @@ class Engine:
         RequestCancelled) by terminating its worker. ``on_result(result_or_exception)`` is called
         from the supervisor thread when the request finishes. The result is a
         :class:`ViewportResult` whose arrays are views of a shared slot.
+
+        ``magnitude=True`` also exposes the float32 magnitude (a read-only view of the same slot,
+        no extra transfer); otherwise ``result.magnitude`` is None. ``method`` forces ``"cwt"``
+        or ``"stft"``; by default windows wider than ``stft_above_seconds`` use the STFT.
 
         Raises
         ------
@@ -625,8 +638,10 @@ class Engine:
             method = "stft" if (t1 - t0) > self.options.stft_above_seconds else "cwt"
         elif method not in ("cwt", "stft"):
             raise ParameterError(f"method={method!r} must be 'cwt', 'stft' or None (automatic)")
+        if not isinstance(magnitude, (bool, np.bool_)):
+            raise ParameterError(f"magnitude={magnitude!r} must be True or False")
         params = dict(t0=t0, t1=t1, fmin=fmin, fmax=fmax, width=width, height=height, method=method,
-                      settings=self.settings, amp_reference=self.amp_reference)
+                      settings=self.settings, amp_reference=self.amp_reference, magnitude=bool(magnitude))
         return self._submit("viewport", "viewport", (params,), params, on_result)
 
     def submit_snap(self, trace: Any, on_result: Callable[[Any], Any] | None = None) -> RequestHandle:
@@ -653,7 +668,9 @@ class Engine:
 
     def stats(self) -> dict:
         """Counters per role: requests, done, errors, cancels, respawns, timeouts, crashes,
-        dropped, bytes/messages over the pipes, worker pids, and startup latencies."""
+        dropped, bytes/messages over the pipes, worker pids, startup latencies, and the slots
+        (``total``, ``computing`` = leased to a request, ``held`` = results the caller has not
+        released, ``capacity_bytes`` per slot)."""
         with self._lock:
             out = {}
             for name, r in self._roles.items():
@@ -664,6 +681,12 @@ class Engine:
                 s["busy"] = r.current is not None
                 s["queued"] = len(r.queue)
                 s["preloaded"] = [w.preloaded for w in r.workers if w.ready]
+                s["slots"] = {
+                    "total": len(r.slot_owner),
+                    "computing": sum(isinstance(o, _Request) for o in r.slot_owner),
+                    "held": len(r.delivered),
+                    "capacity_bytes": r.ring.capacity,
+                }
                 out[name] = s
             out["start_method"] = self.options.method
             out["generation"] = self._generation
@@ -948,6 +971,8 @@ class Engine:
             return
         if req.op in ("viewport", "pattern"):
             image, mag = r.ring.image_views(slot)
+            if not req.params.get("magnitude", False):
+                mag = None  # the worker always fills it (the kernel's output); shown on request
             params = req.params if req.op == "viewport" else dict(
                 t0=0.0, t1=0.0, fmin=0.0, fmax=0.0, method="pattern", amp_reference=1.0)
             result: Any = ViewportResult(self, slot, req.id, image, mag, params, timings)

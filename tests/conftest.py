@@ -57,9 +57,19 @@ def _is_forkserver(pid: int) -> bool:
         return True
 
 
+def make_audio(
+    seconds: float, fs: int, freqs=(440.0,), amp: float = 0.3, noise: float = 0.0, seed: int = 0
+) -> np.ndarray:
+    """A float32 test recording: a sum of sines of amplitude ``amp`` each, plus seeded white noise."""
+    t = np.arange(int(round(seconds * fs))) / fs
+    x = sum(amp * np.sin(2 * np.pi * f * t) for f in freqs)
+    if noise:
+        x = x + noise * np.random.default_rng(seed).standard_normal(t.size)
+    return np.asarray(x, dtype=np.float32)
+
+
 @pytest.fixture
 def tone():
     """Five seconds of a 440 Hz tone at 48 kHz (and its rate)."""
     fs = 48_000
-    t = np.arange(5 * fs) / fs
-    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), fs
+    return make_audio(5.0, fs, freqs=(440.0,), amp=0.3), fs

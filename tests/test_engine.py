@@ -44,8 +44,9 @@ def test_viewport_overview_and_snap_match_the_kernels(tone, method):
         ov = eng.overview(400, 100)
         assert ov.image.dtype == np.uint8 and ov.image.shape == (100, 400) and ov.image.max() == 255
         assert eng.amp_reference == pytest.approx(0.3, rel=0.01)
-        res = eng.submit_viewport(1.0, 2.0, 100.0, 5_000.0, 320, 120).result(timeout=60)
+        res = eng.submit_viewport(1.0, 2.0, 100.0, 5_000.0, 320, 120, magnitude=True).result(timeout=60)
         assert res.method == "cwt" and res.image.shape == (120, 320)
+        assert not res.magnitude.flags.writeable
         want = soma_shm.cwt_image(x, fs, 1.0, 2.0, 100.0, 5_000.0, 320, 120)
         np.testing.assert_array_equal(res.magnitude, want)
         np.testing.assert_array_equal(res.image, soma_shm.tone_map(want, eng.amp_reference))
@@ -67,12 +68,19 @@ def test_wide_windows_use_the_stft():
     x = (0.2 * np.sin(2 * np.pi * 300 * np.arange(40 * fs) / fs)).astype(np.float32)
     with soma_shm.Engine(spares=False) as eng:
         eng.open(x, sample_rate=fs)
-        res = eng.submit_viewport(0.0, 35.0, 50, 3_000, 200, 50).result(timeout=60)
+        res = eng.submit_viewport(0.0, 35.0, 50, 3_000, 200, 50, magnitude=True).result(timeout=60)
         assert res.method == "stft"
         np.testing.assert_array_equal(res.magnitude, soma_shm.stft_image(x, fs, 0.0, 35.0, 50, 3_000, 200, 50))
         res.release()
         assert res.image is None and res.released
-        assert eng.submit_viewport(0.0, 30.0, 50, 3_000, 200, 50).result(timeout=60).method == "cwt"
+        narrow = eng.submit_viewport(0.0, 30.0, 50, 3_000, 200, 50).result(timeout=60)
+        assert narrow.method == "cwt" and narrow.magnitude is None  # only on request
+        with pytest.raises(soma_shm.ParameterError, match="magnitude='yes' must be True or False"):
+            eng.submit_viewport(0.0, 30.0, 50, 3_000, 200, 50, magnitude="yes")
+        slots = eng.stats()["viewport"]["slots"]
+        assert slots["held"] == 1 and slots["computing"] == 0 and slots["total"] == 3
+        narrow.release()
+        assert eng.stats()["viewport"]["slots"]["held"] == 0
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +272,7 @@ def test_opening_another_file_cancels_both_roles(tone, tmp_path):
             with pytest.raises(soma_shm.RequestCancelled, match="the file changed"):
                 h.result(timeout=30)
         assert info.path == str(path) and info.channels == 2 and info.generation == 2
-        res = eng.submit_viewport(1.0, 2.0, 220, 880, 100, 3).result(timeout=60)  # row 1 = 440 Hz
+        res = eng.submit_viewport(1.0, 2.0, 220, 880, 100, 3, magnitude=True).result(timeout=60)  # row 1 = 440 Hz
         np.testing.assert_allclose(res.magnitude[1], 0.3, rtol=0.01)  # stereo mixed to mono, 16-bit
         res.release()
         # The first file's block is gone from shared memory, the new one is there.

@@ -1,0 +1,133 @@
+"""Decoding files to mono float32: chunked into a caller's buffer, progress, typed errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import soma_shm
+from soma_shm import audio
+from tests.conftest import make_audio
+
+
+@pytest.fixture
+def stereo_wav(tmp_path):
+    fs = 44_100
+    x = make_audio(2.0, fs, freqs=(440.0,), amp=0.4)
+    y = make_audio(2.0, fs, freqs=(1_000.0,), amp=0.2)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([x, y], axis=1), fs, subtype="FLOAT")
+    return path, x, y, fs
+
+
+def test_load_audio_mixes_stereo_to_mono(stereo_wav):
+    path, x, y, fs = stereo_wav
+    samples, rate = soma_shm.load_audio(path)
+    assert rate == fs and samples.dtype == np.float32 and samples.shape == x.shape
+    np.testing.assert_allclose(samples, 0.5 * (x + y), atol=1e-7)
+
+
+def test_audio_info_reads_the_header(stereo_wav):
+    path, x, _, fs = stereo_wav
+    info = soma_shm.audio_info(path)
+    assert (info.frames, info.sample_rate, info.channels, info.format) == (len(x), fs, 2, "WAV")
+    assert info.duration == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("fmt,subtype,atol", [("WAV", "PCM_16", 1 / 2**15), ("FLAC", "PCM_24", 1 / 2**23)])
+def test_integer_formats_decode_to_float(tmp_path, fmt, subtype, atol):
+    fs = 48_000
+    x = make_audio(1.0, fs, freqs=(300.0, 3_000.0), amp=0.3)
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, x, fs, format=fmt, subtype=subtype)
+    samples, rate = soma_shm.load_audio(path)
+    assert rate == fs
+    np.testing.assert_allclose(samples, x, atol=atol)
+
+
+def test_chunked_decode_into_a_buffer_with_progress(monkeypatch, stereo_wav):
+    path, x, y, _ = stereo_wav
+    monkeypatch.setattr(audio, "CHUNK_FRAMES", 10_000)  # 9 chunks for 88 200 frames
+    out = np.full(len(x) + 5, 7.0, dtype=np.float32)  # a larger buffer keeps its tail
+    seen = []
+    info = audio.decode_into(path, out, progress=seen.append)
+    np.testing.assert_allclose(out[: len(x)], 0.5 * (x + y), atol=1e-7)
+    assert (out[len(x):] == 7.0).all()
+    assert info.frames == len(x)
+    assert len(seen) == 9 and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_decode_buffer_must_fit(stereo_wav):
+    path, x, _, _ = stereo_wav
+    with pytest.raises(soma_shm.ParameterError, match="at least 88200 frames"):
+        audio.decode_into(path, np.empty(len(x) - 1, dtype=np.float32))
+    with pytest.raises(soma_shm.ParameterError, match="float32"):
+        audio.decode_into(path, np.empty(len(x), dtype=np.float64))
+
+
+def test_unknown_format_is_a_typed_error(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not audio\n" * 10)
+    with pytest.raises(soma_shm.AudioFormatError, match="cannot read .*notes.txt.* supported: WAV, FLAC"):
+        soma_shm.load_audio(path)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(soma_shm.AudioFormatError, match="does not exist"):
+        soma_shm.audio_info(tmp_path / "missing.wav")
+    with pytest.raises(soma_shm.AudioFormatError, match="is a folder"):
+        soma_shm.load_audio(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), 48_000)
+    with pytest.raises(soma_shm.AudioFormatError, match=r"holds no samples \(0 frames\)"):
+        soma_shm.load_audio(path)
+
+
+def test_corrupt_compressed_data(tmp_path):
+    fs = 48_000
+    path = tmp_path / "x.flac"
+    sf.write(path, make_audio(1.0, fs, freqs=(440.0,), amp=0.3, noise=0.05), fs)
+    data = bytearray(path.read_bytes())
+    for i in range(2_000, len(data) - 10, 7):  # leave the header intact, scramble the frames
+        data[i] ^= 0xFF
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(soma_shm.AudioFormatError, match="bad.flac' is corrupt at frame"):
+        soma_shm.load_audio(bad)
+
+
+def test_non_finite_samples_name_the_first_bad_frame(tmp_path, monkeypatch):
+    fs = 48_000
+    x = make_audio(1.0, fs, freqs=(440.0,), amp=0.3)
+    x[30_000] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, fs, subtype="FLOAT")
+    monkeypatch.setattr(audio, "CHUNK_FRAMES", 8_192)  # the bad frame sits in a later chunk
+    with pytest.raises(soma_shm.AudioFormatError, match="NaN or Inf samples \\(first at frame 30000\\)"):
+        soma_shm.load_audio(path)
+
+
+@pytest.mark.parametrize("fs", [4_000, 768_000])
+def test_unsupported_sample_rates(tmp_path, fs):
+    path = tmp_path / "rate.wav"
+    sf.write(path, np.zeros(100, dtype=np.float32), fs)
+    with pytest.raises(soma_shm.AudioFormatError, match=f"sample_rate={float(fs)!r} Hz is not supported"):
+        soma_shm.audio_info(path)
+
+
+def test_truncated_wav_yields_the_frames_present(tmp_path):
+    # libsndfile trusts the file size over a WAV header that promises more: what is there is read.
+    fs = 48_000
+    x = make_audio(1.0, fs, freqs=(440.0,), amp=0.3)
+    path = tmp_path / "x.wav"
+    sf.write(path, x, fs, subtype="FLOAT")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    samples, _ = soma_shm.load_audio(cut)
+    assert 0 < len(samples) < len(x)
+    np.testing.assert_array_equal(samples, x[: len(samples)])

@@ -1,0 +1,175 @@
+"""Shared segments, the audio block and slot rings, below the Engine."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import _posixshmem
+import numpy as np
+import pytest
+
+import soma_shm
+from soma_shm.ipc import shm
+from soma_shm.ipc.blocks import KIND_IMAGE, AudioBlock, SlotRing
+from soma_shm.ipc.shm import Segment, list_segments, run_prefix, sweep_orphans
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+@pytest.fixture
+def segment():
+    seg = Segment.create("test", 4096)
+    yield seg
+    seg.close()
+    seg.unlink()
+
+
+def test_names_carry_the_run_prefix(segment):
+    assert segment.name.startswith(run_prefix()) and run_prefix().startswith(f"soma_{os.getpid()}_")
+    assert segment.name in list_segments()
+
+
+def test_attached_views_are_read_only_and_see_the_owners_writes(segment):
+    a = segment.array(np.float64, (8,))
+    a[:] = np.arange(8)
+    other = Segment.attach(segment.name, 4096)
+    b = other.array(np.float64, (8,))
+    assert not b.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        b[0] = 1.0
+    with pytest.raises(TypeError):  # the mapping itself is PROT_READ, not just the view
+        other.buf[0] = 1
+    a[3] = 42.0
+    assert b[3] == 42.0
+    del a, b
+    other.close()
+    with pytest.raises(soma_shm.SharedMemoryError, match="only the owner may unlink"):
+        other.unlink()
+    assert segment.name in list_segments()
+
+
+def test_close_with_a_live_view_neither_fails_nor_unmaps_under_it(segment):
+    view = segment.array(np.uint8, (4096,))
+    view[:] = 7
+    segment.close()
+    assert (view == 7).all()  # still mapped: np.frombuffer holds the export
+    with pytest.raises(soma_shm.SharedMemoryError, match="is closed"):
+        segment.buf
+    segment.close()  # twice is fine
+    del view
+
+
+def test_attach_errors(segment):
+    with pytest.raises(soma_shm.SharedMemoryError, match="does not exist"):
+        Segment.attach(run_prefix() + "nothing_here", 16)
+    with pytest.raises(soma_shm.SharedMemoryError, match="holds 4096 bytes, expected at least 8192"):
+        Segment.attach(segment.name, 8192)
+    with pytest.raises(soma_shm.SharedMemoryError, match="size must be positive"):
+        Segment.create("test", 0)
+
+
+def test_a_block_larger_than_dev_shm_is_a_clear_error_not_a_sigbus():
+    st = os.statvfs(shm.SHM_DIR)
+    too_big = 2 * st.f_blocks * st.f_frsize + 2**30  # more than the whole tmpfs: refused up front
+    before = list_segments()
+    with pytest.raises(soma_shm.SharedMemoryError, match=r"shared memory is too small .*MiB free"):
+        Segment.create("audio", too_big)
+    assert list_segments() == before
+
+
+def test_enospc_from_fallocate_leaves_no_segment(monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shm.os, "posix_fallocate", full)
+    before = list_segments()
+    with pytest.raises(soma_shm.SharedMemoryError, match="enlarge /dev/shm"):
+        AudioBlock.create(1_000, 48_000.0, 1)
+    assert list_segments() == before
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_sweep_removes_only_segments_of_dead_owners():
+    dead = f"soma_{_dead_pid()}_1700000000_abcdef_audio_000000"
+    alive = f"soma_{os.getppid()}_1700000000_abcdef_audio_000001"
+    for name in (dead, alive):
+        os.close(_posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600))
+    try:
+        removed = sweep_orphans()
+        assert dead in removed and alive not in removed
+        assert dead not in list_segments() and alive in list_segments()
+    finally:
+        for name in (dead, alive):
+            try:
+                _posixshmem.shm_unlink("/" + name)
+            except FileNotFoundError:
+                pass
+
+
+def test_audio_block_header_and_read_only_attach():
+    block = AudioBlock.create(1_000, 44_100.0, 7)
+    try:
+        block.samples()[:] = np.linspace(-1, 1, 1_000, dtype=np.float32)
+        desc = block.desc()
+        worker = AudioBlock.attach(desc)
+        x = worker.samples()
+        assert (worker.frames, worker.sample_rate, worker.generation) == (1_000, 44_100.0, 7)
+        assert not x.flags.writeable and x[-1] == 1.0
+        del x
+        worker.close()
+        from dataclasses import replace
+
+        with pytest.raises(soma_shm.SharedMemoryError, match="holds generation 7 .* expected 8"):
+            AudioBlock.attach(replace(desc, generation=8))
+    finally:
+        block.close()
+        block.unlink()
+
+
+def test_a_slot_ring_is_not_an_audio_block():
+    ring = SlotRing.create("viewport", 1, 1024)
+    try:
+        from soma_shm.ipc.blocks import AudioDesc
+
+        with pytest.raises(soma_shm.SharedMemoryError, match="is not an audio block"):
+            AudioBlock.attach(AudioDesc(ring.segment.name, ring.segment.size, 10, 48_000.0, 1))
+    finally:
+        ring.close()
+        ring.unlink()
+
+
+def test_slot_generations_reject_stale_and_unfinished_results():
+    main = SlotRing.create("viewport", 2, SlotRing.image_capacity(16, 8))
+    worker = SlotRing.attach(main.desc())
+    try:
+        gen = main.lease(0, request_id=5)
+        assert worker.owned(0, 5, gen)
+        image, mag = worker.image_buffers(0, 8, 16)
+        image[:] = 9
+        assert not main.check(0, 5, gen)  # payload written, header not yet published
+        del image, mag
+        worker.publish(0, KIND_IMAGE, 8, 16)
+        assert main.check(0, 5, gen)
+        img, mag = main.image_views(0)
+        assert img.shape == (8, 16) and (img == 9).all() and mag is None and not img.flags.writeable
+        del img
+        # The worker of request 5 was terminated: the slot gets a new generation, so nothing
+        # it wrote (or still believes it owns) is accepted again.
+        main.free(0, bump=True)
+        assert not worker.owned(0, 5, gen) and not main.check(0, 5, gen)
+        gen2 = main.lease(0, request_id=6)
+        assert gen2 == gen + 2 and not worker.owned(0, 5, gen) and worker.owned(0, 6, gen2)
+        with pytest.raises(soma_shm.SharedMemoryError, match="exceed the slot capacity"):
+            worker.image_buffers(0, 9, 16)
+    finally:
+        worker.close()
+        main.close()
+        main.unlink()
