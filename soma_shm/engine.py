@@ -29,7 +29,6 @@ import multiprocessing as mp
 import multiprocessing.connection
 import os
 import pickle
-import sys
 import threading
 import time
 import weakref
@@ -41,6 +40,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from . import _validate
+from .ipc import _log
 from .errors import (
     AudioFormatError,
     EngineClosed,
@@ -382,22 +382,6 @@ def _close_all() -> None:  # pragma: no cover - exercised by interpreter exit
             pass
 
 
-def _configure_logging(level: int | None, log_file: str | None) -> None:
-    if level is None:
-        return
-    root = logging.getLogger("soma_shm")
-    root.setLevel(level)
-    if not any(getattr(h, "_soma", False) for h in root.handlers):
-        fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
-        handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-        if log_file:
-            handlers.append(logging.FileHandler(log_file))
-        for h in handlers:
-            h.setFormatter(fmt)
-            h._soma = True  # type: ignore[attr-defined]
-            root.addHandler(h)
-
-
 # ------------------------------------------------------------------------------------ engine
 class Engine:
     """Shared audio, persistent workers, latest-wins viewports and queued snaps.
@@ -437,7 +421,7 @@ class Engine:
             )
         self.options = options
         self.settings = _validate.settings_or_default(settings)
-        _configure_logging(options.level(), options.log_file)
+        _log.configure(options.level(), options.log_file)
 
         from .ipc.blocks import SlotRing
         from .ipc.shm import sweep_orphans
@@ -1075,9 +1059,11 @@ class Engine:
         child_conn.close()
         r = self._roles[role]
         r.started += 1
-        if r.started > (2 if self.options.spares else 1):
+        respawn = r.started > (2 if self.options.spares else 1)
+        if respawn:
             r.stats["respawns"] += 1
-        log.debug("spawn role=%s pid=%d method=%s", role, proc.pid, self.options.method)
+        log.debug("%s role=%s pid=%d method=%s", "respawn" if respawn else "spawn", role, proc.pid,
+                  self.options.method)
         return _Worker(role, proc, parent_conn, started)
 
     def _kill(self, w: _Worker) -> None:

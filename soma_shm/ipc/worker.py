@@ -24,6 +24,8 @@ import sys
 import time
 import traceback
 
+from . import _log
+
 # Set when this module is first imported: in the forkserver (preloaded) or in the worker itself.
 _LOADED_IN_PID = os.getpid()
 
@@ -54,22 +56,6 @@ def _set_parent_death_signal() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:  # pragma: no cover - best effort; the pipe EOF check still applies
         pass
-
-
-def _configure_logging(level: int | None, log_file: str | None) -> None:
-    if level is None:
-        return
-    root = logging.getLogger("soma_shm")
-    root.setLevel(level)
-    if not root.handlers:
-        fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(fmt)
-        root.addHandler(h)
-        if log_file:
-            fh = logging.FileHandler(log_file)
-            fh.setFormatter(fmt)
-            root.addHandler(fh)
 
 
 class _State:
@@ -173,7 +159,7 @@ def _pattern(state: _State, request_id: int, ring_desc, slot: int, gen: int, h: 
 def worker_main(conn, role: str, log_level: int | None, log_file: str | None, threads: int | None) -> None:
     """Entry point of a worker process."""
     _set_parent_death_signal()
-    _configure_logging(log_level, log_file)
+    _log.configure(log_level, log_file)
     pid = os.getpid()
     preloaded = _LOADED_IN_PID != pid
     t = time.perf_counter()
