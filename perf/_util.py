@@ -58,8 +58,26 @@ def median(values: list[float]) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB)."""
+    """Peak resident set size of this process (MiB): since :func:`reset_peak_rss` where Linux
+    allows resetting it, else since the process started."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:  # pragma: no cover - not Linux
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> None:
+    """Reset the peak-RSS mark to the current RSS (Linux: ``5 > /proc/self/clear_refs``), so a
+    later :func:`peak_rss_mb` measures only what follows (not, say, building the input)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # pragma: no cover - not Linux or not permitted
+        pass
 
 
 def rss_mb() -> float:

@@ -133,6 +133,7 @@ def child(method: str, workload: str, repeats: int, out_path: str) -> dict:
     elif method == "scipy_stft":
         import scipy.signal  # noqa: F401
     base_rss = _util.rss_mb()
+    _util.reset_peak_rss()  # the recording's construction is not part of the measurement
     if method == "soma":
         import soma_shm
 

@@ -1176,12 +1176,7 @@ class Engine:
         STFT (the overview's scale), so viewport brightness never jumps while zooming."""
         from . import render
 
-        info = self._info
-        fmax = 0.49 * info.sample_rate
-        mag = render.stft_image(self._audio, info.sample_rate, 0.0, info.duration, min(20.0, fmax / 4), fmax,
-                                256, 64, self.settings, check_finite=False)
-        peak = float(mag.max())
-        return peak if peak > 0 and math.isfinite(peak) else 1.0
+        return render.reference_level(self._audio, self._info.sample_rate, self.settings)
 
     def _release_blocks(self) -> None:
         for r in self._roles.values():

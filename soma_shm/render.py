@@ -15,7 +15,7 @@ from . import _validate
 from .plans import column_bounds, cwt_plan, stft_plan
 from .settings import AnalysisSettings
 
-__all__ = ["cwt_image", "stft_image", "tone_map", "warm_up", "image_geometry"]
+__all__ = ["cwt_image", "stft_image", "tone_map", "reference_level", "warm_up", "image_geometry"]
 
 
 def _kernels():
@@ -300,6 +300,22 @@ def tone_thresholds(amp_reference: float, settings: AnalysisSettings) -> np.ndar
     v = ((i - 0.5) / 255.0) ** (1.0 / settings.gamma)
     db = settings.min_db + (settings.max_db - settings.min_db) * v
     return amp_reference * 10.0 ** (db / 20.0)
+
+
+def reference_level(audio: Any, sample_rate: float, settings: AnalysisSettings | None = None) -> float:
+    """The amplitude a file shows at 0 dB: the largest magnitude of a coarse (256 x 64) pooled
+    STFT of the whole file (the overview's kernel and scale; max-pooling keeps every frame's
+    peak). Computed once per file so brightness never jumps while zooming; the engine, the batch
+    pipeline and the command line use this same function, so their images are identical.
+
+    Returns 1.0 for silence.
+    """
+    fs = _validate.sample_rate(sample_rate)
+    a = _validate.audio_array(audio, check_finite=False)
+    fmax = 0.49 * fs
+    mag = stft_image(a, fs, 0.0, a.shape[0] / fs, min(20.0, fmax / 4), fmax, 256, 64, settings, check_finite=False)
+    peak = float(mag.max())
+    return peak if peak > 0 and math.isfinite(peak) else 1.0
 
 
 def warm_up() -> None:
