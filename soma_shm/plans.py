@@ -53,7 +53,7 @@ response is untouched and the amplitude calibration exact."""
 CWT_OVERSAMPLE = 2.0
 """Decimated rate of a CWT row relative to the width of its band (>= 1 avoids aliasing)."""
 
-NARROW_COLUMN_BOOST = 1.5
+NARROW_COLUMN_BOOST = 1.25
 WIDE_COLUMN_SAMPLES = 16.0
 """Rows whose columns hold fewer than this many samples at the base rate are sampled
 ``NARROW_COLUMN_BOOST`` times denser: near a zero of W, |W| can rise and fall between two

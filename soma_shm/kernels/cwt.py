@@ -15,7 +15,7 @@ baseband signal (smooth, because each row is sampled at twice its band's width);
 from a cheap fixed-weight cubic and are verified with the interpolant. Both matter: on the flank
 of a transient the maximum of a column sits at its edge, and near a zero of W (where components
 beat) ``|W|`` can peak between two samples that are both well below it. Rows whose columns span
-few samples are sampled 1.5 times denser. Measured against the float64 full-rate reference on
+few samples are sampled 1.25 times denser. Measured against the float64 full-rate reference on
 random signals, sample rates and geometries and on the benchmark recording, every pixel above
 -80 dB stays within 0.25 dB (tests/test_kernels_cwt.py, perf/bench_kernels.py).
 
