@@ -16,6 +16,7 @@ from .errors import SomaError
 # (module, ...) in the order they appear in --help.
 COMMAND_MODULES = (
     "soma_shm.demo",
+    "soma_shm.app.cli",
     "soma_shm.pipeline.cli",
 )
 # The command line must not start an Engine at import: workers re-import soma_shm.

@@ -1,0 +1,37 @@
+"""The desktop app: a pywebview window and a browser mode on one web front end.
+
+What lives here:
+
+- ``document.py`` - :class:`SomaDocument`: source, settings, partials, undo/redo history,
+  ``.soma`` project save/load (SOMA layout), CSV/JSON export.
+- ``backend.py`` - :class:`AppBackend`: one Engine and one document; the API methods; events
+  pushed to the page; image blobs kept for the page to fetch.
+- ``server.py`` - :class:`AppServer`: the local HTTP server (page, blobs, ``POST /api/<method>``,
+  server-sent events) on 127.0.0.1 with a per-run token.
+- ``window.py`` - the pywebview (Qt) window; GUI imports stay inside its functions.
+- ``cli.py`` - ``soma-shm app [FILE]`` and ``soma-shm serve [FILE] [--port N]``.
+- ``static/`` - the page: plain ES modules and Canvas 2D, no build step (``main.js`` wiring and
+  tools, ``view.js`` geometry and rulers, ``colormap.js`` the LUT, ``api.js`` transport).
+
+Nothing here is imported by ``import soma_shm``; workers never load this package.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SomaDocument", "AppBackend", "AppServer"]
+
+
+def __getattr__(name: str):
+    if name == "SomaDocument":
+        from .document import SomaDocument
+
+        return SomaDocument
+    if name == "AppBackend":
+        from .backend import AppBackend
+
+        return AppBackend
+    if name == "AppServer":
+        from .server import AppServer
+
+        return AppServer
+    raise AttributeError(f"module 'soma_shm.app' has no attribute {name!r}")

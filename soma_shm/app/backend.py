@@ -1,0 +1,587 @@
+"""The app's backend: one Engine, one SomaDocument, events out, image blobs kept for the page.
+
+Everything the page can ask for is a method listed in :data:`API_METHODS`; the HTTP server maps
+``POST /api/<method>`` with a JSON object body to ``AppBackend.<method>(**body)``. Results of
+long work (opening a file, viewport images, snapped partials) are not returned by the call that
+starts them: they are *pushed* as events to every subscriber (the server's SSE streams, or the
+pywebview window's ``evaluate_js`` pusher). Images travel as binary blobs (raw uint8 rows) that
+the page fetches by id; events only carry their id and geometry.
+
+Events (``{"type": ..., ...}``):
+
+``progress``  {stage: "decode"|"overview", fraction}
+``opened``    {file, overview, document}    a file is open and its overview blob is ready
+``overview``  {overview}                    the overview blob changed (new dB range / gamma)
+``viewport``  {blob, request_id, t0, t1, fmin, fmax, width, height, method, timings}
+``document``  {document}                    partials / history changed
+``snapped``   {request_id, partial_id, timings}
+``status``    {status}                      worker state and last timings
+``error``     {op, error: {type, message}, request_id?}
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import EngineClosed, ParameterError, RequestCancelled, SomaError
+from ..settings import AnalysisSettings
+from .document import SomaDocument
+
+__all__ = ["AppBackend", "EventBus", "API_METHODS", "error_payload"]
+
+log = logging.getLogger("soma_shm.app")
+
+API_METHODS = (
+    "state",
+    "open_file",
+    "open_demo",
+    "view",
+    "snap",
+    "delete_partials",
+    "update_partial",
+    "undo",
+    "redo",
+    "set_settings",
+    "save_project",
+    "load_project",
+    "export",
+    "status",
+    "dialog",
+)
+
+OVERVIEW_WIDTH = 2048
+OVERVIEW_HEIGHT = 384
+OVERVIEW_STRIPS = 8
+OVERVIEW_FMIN = 20.0
+BLOBS_KEPT = 6
+
+
+def error_payload(exc: BaseException) -> dict[str, str]:
+    """``{type, message}`` of an error, for the page."""
+    if isinstance(exc, SomaError):
+        return {"type": type(exc).__name__, "message": str(exc)}
+    return {"type": type(exc).__name__, "message": f"internal error: {exc}"}
+
+
+class EventBus:
+    """Fan-out of events to subscribers: SSE queues and plain callbacks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: list[queue.Queue] = []
+        self._listeners: list[Callable[[dict], None]] = []
+
+    def subscribe(self) -> queue.Queue:
+        q: queue.Queue = queue.Queue(maxsize=1000)
+        with self._lock:
+            self._queues.append(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue) -> None:
+        with self._lock:
+            if q in self._queues:
+                self._queues.remove(q)
+
+    def listen(self, fn: Callable[[dict], None]) -> None:
+        with self._lock:
+            self._listeners.append(fn)
+
+    def publish(self, event: dict | None) -> None:
+        with self._lock:
+            queues, listeners = list(self._queues), list(self._listeners)
+        if event is None:  # the server is stopping: wake every stream, tell no listener
+            listeners = []
+        for q in queues:
+            try:
+                q.put_nowait(event)
+            except queue.Full:  # a stalled client: drop its oldest event rather than block
+                try:
+                    q.get_nowait()
+                    q.put_nowait(event)
+                except (queue.Empty, queue.Full):
+                    pass
+        for fn in listeners:
+            try:
+                fn(event)
+            except Exception:  # pragma: no cover - a listener must not break publishing
+                log.exception("event listener failed")
+
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._queues) + len(self._listeners)
+
+
+class BlobStore:
+    """The last few images, by id: raw uint8 bytes plus width and height."""
+
+    def __init__(self, keep: int = BLOBS_KEPT) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._blobs: OrderedDict[int, tuple[bytes, int, int]] = OrderedDict()
+        self._pinned: set[int] = set()
+        self._keep = keep
+
+    def put(self, image: np.ndarray, pin: bool = False) -> int:
+        h, w = image.shape
+        data = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
+        with self._lock:
+            bid = next(self._ids)
+            self._blobs[bid] = (data, w, h)
+            if pin:
+                self._pinned = {bid}
+            while len(self._blobs) > self._keep + len(self._pinned):
+                for old in self._blobs:
+                    if old not in self._pinned:
+                        del self._blobs[old]
+                        break
+                else:  # pragma: no cover
+                    break
+            return bid
+
+    def get(self, bid: int) -> tuple[bytes, int, int] | None:
+        with self._lock:
+            return self._blobs.get(bid)
+
+
+class AppBackend:
+    """The app's state and operations, shared by the browser mode and the pywebview window.
+
+    Parameters
+    ----------
+    engine_options : dict, optional
+        Keyword overrides for :class:`soma_shm.EngineOptions` (e.g. ``{"spares": False}``).
+    settings : AnalysisSettings, optional
+        Initial analysis settings.
+    """
+
+    def __init__(self, engine_options: dict | None = None, settings: AnalysisSettings | None = None) -> None:
+        from ..engine import Engine
+
+        self.events = EventBus()
+        self.blobs = BlobStore()
+        self.engine = Engine(settings=settings, **(engine_options or {}))
+        self.document = SomaDocument(settings=self.engine.settings)
+        self.dialogs: Any = None  # set by the window: native open/save dialogs
+        self._lock = threading.RLock()
+        self._overview: dict | None = None
+        self._overview_mag: np.ndarray | None = None
+        self._file: dict | None = None
+        self._loading: threading.Thread | None = None
+        self._load_token = 0
+        self._last: dict[str, Any] = {"viewport": None, "snap": None, "overview": None}
+        self._pending_snaps: set[int] = set()
+        self._computing_view: int | None = None
+        self._last_error: dict | None = None  # the last failed open, for a page that connects later
+        self._pending_document: tuple[str, SomaDocument] | None = None
+        self._tmp = tempfile.mkdtemp(prefix="soma_shm_app_")
+        self._closed = False
+
+    # ------------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Stop the engine (workers, shared memory) and remove uploaded files. Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        t = self._loading
+        if t is not None and t.is_alive():
+            t.join(timeout=30)
+        self.engine.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> "AppBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, method: str, params: dict | None) -> Any:
+        """Run API method ``method`` with keyword ``params`` (as the server does)."""
+        if method not in API_METHODS:
+            raise ParameterError(f"unknown API method {method!r}; known: {', '.join(API_METHODS)}")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ParameterError(f"the body of {method} must be a JSON object, got {type(params).__name__}")
+        fn = getattr(self, method)
+        try:
+            return fn(**params)
+        except TypeError as exc:
+            if "argument" in str(exc):
+                raise ParameterError(f"{method}: {exc}") from None
+            raise
+
+    # ----------------------------------------------------------------------------- state
+    def state(self) -> dict:
+        """Everything the page needs to draw from scratch."""
+        with self._lock:
+            return {
+                "file": self._file,
+                "overview": self._overview,
+                "document": self.document.state(),
+                "status": self.status(),
+                "loading": self._loading is not None and self._loading.is_alive(),
+                "window": self.dialogs is not None,
+                "last_error": self._last_error,
+            }
+
+    def status(self) -> dict:
+        """Worker state and last timings."""
+        s = self.engine.stats()
+        out = {"start_method": s["start_method"]}
+        for role in ("viewport", "snap"):
+            r = s[role]
+            out[role] = {
+                "busy": r["busy"],
+                "queued": r["queued"],
+                "workers": len(r["workers"]),
+                "done": r["done"],
+                "cancels": r["cancels"],
+                "crashes": r["crashes"],
+                "respawns": r["respawns"],
+                "last": self._last[role],
+            }
+        out["overview"] = self._last["overview"]
+        return out
+
+    def _publish_status(self) -> None:
+        self.events.publish({"type": "status", "status": self.status()})
+
+    # ------------------------------------------------------------------------------ open
+    def open_file(self, path: str) -> dict:
+        """Start opening an audio file in the background; progress and the result are pushed.
+
+        The current file and document stay as they are until the new file decoded: a file that
+        cannot be read leaves everything intact (an ``error`` event says why).
+        """
+        if not isinstance(path, str) or not path.strip():
+            raise ParameterError(f"path={path!r} must be the path of an audio file")
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ParameterError(f"audio file {str(p)!r} does not exist")
+        return self._start_loading(str(p.resolve()), None, None)
+
+    def open_demo(self, seconds: float = 12.0) -> dict:
+        """Open the built-in demo recording (in memory)."""
+        from ..demo_audio import demo_recording
+
+        if not isinstance(seconds, (int, float)) or not 1.0 <= seconds <= 600.0:
+            raise ParameterError(f"seconds={seconds!r} must be between 1 and 600")
+        fs = 48_000
+        return self._start_loading(None, demo_recording(float(seconds), fs), fs)
+
+    def save_upload(self, name: str, data: bytes) -> str:
+        """Keep an uploaded (dropped or picked) file for this session; returns its path."""
+        safe = "".join(c for c in Path(name or "upload").name if c.isalnum() or c in "._- ")[:120] or "upload"
+        if not data:
+            raise ParameterError(f"the file {safe!r} is empty (0 bytes); nothing to open")
+        folder = tempfile.mkdtemp(dir=self._tmp)
+        target = Path(folder) / safe
+        target.write_bytes(data)
+        return str(target)
+
+    def _start_loading(self, path: str | None, array: np.ndarray | None, fs: float | None) -> dict:
+        with self._lock:
+            if self._closed:
+                raise EngineClosed("the app is closing")
+            if self._loading is not None and self._loading.is_alive():
+                raise ParameterError("a file is already being opened; wait for it to finish")
+            self._load_token += 1
+            token = self._load_token
+            t = threading.Thread(target=self._load, args=(token, path, array, fs), name="soma-app-open", daemon=True)
+            self._loading = t
+        self.events.publish({"type": "progress", "stage": "decode", "fraction": 0.0, "path": path})
+        t.start()
+        return {"loading": True, "path": path}
+
+    def _load(self, token: int, path: str | None, array: np.ndarray | None, fs: float | None) -> None:
+        t_start = time.perf_counter()
+        last = [0.0]
+
+        def progress(stage: str, fraction: float) -> None:
+            now = time.perf_counter()
+            if fraction >= 1.0 or now - last[0] > 0.05:
+                last[0] = now
+                self.events.publish({"type": "progress", "stage": stage, "fraction": float(fraction)})
+
+        try:
+            md5 = None
+            if path is not None:
+                from .document import file_md5
+
+                info = self.engine.open(path, progress=progress)
+                md5 = file_md5(path)
+            else:
+                info = self.engine.open(array, sample_rate=fs, progress=progress)
+            t_decode = time.perf_counter() - t_start
+            overview = self._render_overview(progress)
+        except BaseException as exc:  # the previous file (if any) stays open and the document intact
+            self._last_error = {"op": "open", "error": error_payload(exc)}
+            self.events.publish({"type": "error", **self._last_error})
+            if not isinstance(exc, Exception):
+                raise
+            return
+        with self._lock:
+            self._file = {
+                "path": info.path,
+                "name": Path(info.path).name if info.path else "demo recording",
+                "duration": info.duration,
+                "sample_rate": info.sample_rate,
+                "frames": info.frames,
+                "channels": info.channels,
+                "generation": info.generation,
+                "fmin": OVERVIEW_FMIN,
+                "fmax": overview["fmax"],
+            }
+            pending = self._pending_document
+            if pending is not None and pending[0] == path:
+                self.document = pending[1]
+                self.document.set_settings(self.engine.settings)
+                self.document.dirty = False
+            else:
+                self.document = SomaDocument(settings=self.engine.settings)
+                self.document.set_source(path, md5)
+            self._pending_document = None
+            self._last_error = None
+            self._last["overview"] = {**overview["timings"], "decode_s": t_decode}
+        self.events.publish({"type": "opened", "file": self._file, "overview": overview,
+                             "document": self.document.state()})
+        self._publish_status()
+
+    def _render_overview(self, progress: Callable[[str, float], None] | None) -> dict:
+        """The whole-file STFT overview, computed in strips so that progress is real."""
+        from ..render import stft_image, tone_map
+
+        info = self.engine.info
+        fs, dur = info.sample_rate, info.duration
+        fmax = min(0.5 * fs, 20_000.0)
+        width = int(min(OVERVIEW_WIDTH, max(64, info.frames // 64)))
+        height = OVERVIEW_HEIGHT
+        audio = self.engine.audio
+        mag = np.empty((height, width), dtype=np.float32)
+        edges = np.linspace(0, width, OVERVIEW_STRIPS + 1).astype(int)
+        dt = dur / width
+        t = time.perf_counter()
+        if progress:
+            progress("overview", 0.0)
+        for i, (c0, c1) in enumerate(zip(edges[:-1], edges[1:])):
+            if c1 <= c0:
+                continue
+            t0, t1 = c0 * dt, dur if c1 == width else c1 * dt
+            mag[:, c0:c1] = stft_image(audio, fs, t0, t1, OVERVIEW_FMIN, fmax, int(c1 - c0), height,
+                                       self.engine.settings, check_finite=False)
+            if progress:
+                progress("overview", (i + 1) / OVERVIEW_STRIPS)
+        t_kernel = time.perf_counter() - t
+        image = tone_map(mag, self.engine.amp_reference, self.engine.settings)
+        self._overview_mag = mag
+        bid = self.blobs.put(image, pin=True)
+        ov = {"blob": bid, "t0": 0.0, "t1": dur, "fmin": OVERVIEW_FMIN, "fmax": fmax, "width": width,
+              "height": height, "method": "stft",
+              "timings": {"kernel_s": t_kernel, "total_s": time.perf_counter() - t}}
+        self._overview = ov
+        return ov
+
+    # ----------------------------------------------------------------------------- views
+    def view(self, t0: float, t1: float, fmin: float, fmax: float, width: int, height: int) -> dict:
+        """Request a viewport image; the result is pushed as a ``viewport`` event (latest wins)."""
+        if self._file is None:
+            raise EngineClosed("no file is open; open an audio file first")
+        generation = self._file["generation"]
+
+        def done(result: Any) -> None:
+            self._on_view(result, generation)
+
+        handle = self.engine.submit_viewport(t0, t1, fmin, fmax, width, height, on_result=done)
+        self._computing_view = handle.request_id
+        return {"request_id": handle.request_id}
+
+    def _on_view(self, result: Any, generation: int) -> None:
+        # Runs on the engine's supervisor thread: copy the image out, give the slot back, push.
+        if isinstance(result, BaseException):
+            if isinstance(result, RequestCancelled):
+                return
+            self.events.publish({"type": "error", "op": "view", "error": error_payload(result)})
+            self._publish_status()
+            return
+        try:
+            if self._file is None or self._file["generation"] != generation:
+                return
+            bid = self.blobs.put(result.image)
+            h, w = result.image.shape
+            timings = {k: float(v) for k, v in result.timings.items() if isinstance(v, (int, float))}
+            event = {"type": "viewport", "blob": bid, "request_id": result.request_id, "t0": result.t0,
+                     "t1": result.t1, "fmin": result.fmin, "fmax": result.fmax, "width": w, "height": h,
+                     "method": result.method, "timings": timings}
+        finally:
+            result.release()
+        self._last["viewport"] = {"method": result.method, "request_id": result.request_id,
+                                  "window_s": result.t1 - result.t0, **timings}
+        self.events.publish(event)
+        self._publish_status()
+
+    # ------------------------------------------------------------------------------ snap
+    def snap(self, trace: list) -> dict:
+        """Snap a drawn stroke ``[[t, f], ...]``; the partial is added when the result arrives."""
+        if self._file is None:
+            raise EngineClosed("no file is open; open an audio file before drawing")
+        generation = self._file["generation"]
+        ids: dict[str, int] = {}
+
+        def done(result: Any) -> None:
+            self._on_snap(result, generation, ids.get("id"))
+
+        handle = self.engine.submit_snap(trace, on_result=done)
+        ids["id"] = handle.request_id
+        self._pending_snaps.add(handle.request_id)
+        self._publish_status()
+        return {"request_id": handle.request_id}
+
+    def _on_snap(self, result: Any, generation: int, rid: int | None) -> None:
+        if isinstance(result, BaseException):
+            self._pending_snaps.discard(rid)
+            if isinstance(result, RequestCancelled) and (self._file is None or self._file["generation"] != generation):
+                return  # the file changed: the stroke belonged to the old file
+            self.events.publish({"type": "error", "op": "snap", "request_id": rid, "error": error_payload(result)})
+            self._publish_status()
+            return
+        rid = result.request_id
+        self._pending_snaps.discard(rid)
+        points = result.points
+        timings = {k: float(v) for k, v in result.timings.items() if isinstance(v, (int, float))}
+        if self._file is None or self._file["generation"] != generation:
+            return
+        with self._lock:
+            if points.shape[0] < 1:
+                self.events.publish({"type": "error", "op": "snap", "request_id": rid, "error": {
+                    "type": "ParameterError", "message": "the stroke found no ridge to snap to; draw over a visible partial"}})
+                return
+            partial = self.document.add_partial(points)
+            self._last["snap"] = {"request_id": rid, "points": int(points.shape[0]), **timings}
+            doc = self.document.state()
+        self.events.publish({"type": "snapped", "request_id": rid, "partial_id": partial.id, "timings": timings})
+        self.events.publish({"type": "document", "document": doc})
+        self._publish_status()
+
+    # --------------------------------------------------------------------------- editing
+    def _edited(self) -> dict:
+        doc = self.document.state()
+        self.events.publish({"type": "document", "document": doc})
+        return doc
+
+    def delete_partials(self, ids: list) -> dict:
+        """Delete partials by id (undoable)."""
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ParameterError(f"ids={ids!r} must be a list of partial ids")
+        with self._lock:
+            self.document.delete_partials(ids)
+            return self._edited()
+
+    def update_partial(self, id: str, color: str | None = None, is_muted: bool | None = None) -> dict:
+        """Recolour or (un)mute a partial (undoable)."""
+        with self._lock:
+            self.document.update_partial(id, color=color, is_muted=is_muted)
+            return self._edited()
+
+    def undo(self) -> dict:
+        """Undo the last partial edit."""
+        with self._lock:
+            self.document.undo()
+            return self._edited()
+
+    def redo(self) -> dict:
+        """Redo the last undone edit."""
+        with self._lock:
+            self.document.redo()
+            return self._edited()
+
+    # -------------------------------------------------------------------------- settings
+    def set_settings(self, **values: Any) -> dict:
+        """Change analysis settings (wavelet B/C, bins/octave, dB range, gamma, ...).
+
+        The overview is re-tone-mapped at once (pushed as ``overview``); the page asks for a new
+        viewport. Invalid values raise ParameterError and change nothing.
+        """
+        with self._lock:
+            settings = self.engine.settings.replace(**values)
+            self.document.set_settings(settings)
+            self._apply_settings(settings)
+        self.events.publish({"type": "document", "document": self.document.state()})
+        return {"settings": settings.to_dict()}
+
+    def _apply_settings(self, settings: AnalysisSettings) -> None:
+        """Use ``settings`` in the engine and re-tone-map the overview (pushed as ``overview``)."""
+        self.engine.set_settings(settings)
+        if self._overview is None or self._overview_mag is None:
+            return
+        from ..render import tone_map
+
+        image = tone_map(self._overview_mag, self.engine.amp_reference, settings)
+        overview = {**self._overview, "blob": self.blobs.put(image, pin=True)}
+        self._overview = overview
+        self.events.publish({"type": "overview", "overview": overview})
+
+    # ---------------------------------------------------------------------- save / load
+    def save_project(self, path: str) -> dict:
+        """Save the document as a ``.soma`` project."""
+        if not isinstance(path, str) or not path:
+            raise ParameterError(f"path={path!r} must be a .soma file path")
+        with self._lock:
+            saved = self.document.save(os.path.expanduser(path))
+            doc = self._edited()
+        return {"path": saved, "document": doc}
+
+    def load_project(self, path: str) -> dict:
+        """Load a ``.soma`` project; its source audio is opened when it is not the open file.
+
+        A project that cannot be read leaves the current document untouched.
+        """
+        if not isinstance(path, str) or not path:
+            raise ParameterError(f"path={path!r} must be a .soma file path")
+        doc = SomaDocument.load(os.path.expanduser(path))
+        src = doc.source_path
+        with self._lock:
+            current = self._file["path"] if self._file else None
+            if src and current and os.path.realpath(src) == os.path.realpath(current):
+                self.document = doc
+                self._apply_settings(doc.settings)
+                state = self._edited()
+                return {"document": state, "opening": None, "source_matches": doc.source_matches()}
+        if not src or not os.path.isfile(src):
+            raise ParameterError(
+                f"the project's audio {src!r} was not found; move it back or open the audio first"
+            )
+        self.engine.set_settings(doc.settings)
+        self._pending_document = (os.path.realpath(src), doc)
+        self._start_loading(os.path.realpath(src), None, None)
+        return {"document": doc.state(), "opening": src, "source_matches": doc.source_matches()}
+
+    def export(self, path: str, include_muted: bool = True) -> dict:
+        """Export partials to ``path`` (``.csv`` or ``.json``)."""
+        if not isinstance(path, str) or not path:
+            raise ParameterError(f"path={path!r} must be a .csv or .json file path")
+        with self._lock:
+            written = self.document.export(os.path.expanduser(path), include_muted=bool(include_muted))
+        return {"path": written, "partials": len(self.document.partials)}
+
+    # --------------------------------------------------------------------------- dialogs
+    def dialog(self, kind: str) -> dict:
+        """Native file dialog (pywebview window only): ``open_audio``, ``open_project``,
+        ``save_project``, ``export``. Returns ``{"path": str | None}``."""
+        if self.dialogs is None:
+            raise ParameterError("native dialogs exist only in the desktop window; type a path instead")
+        if kind not in ("open_audio", "open_project", "save_project", "export"):
+            raise ParameterError(f"kind={kind!r} must be open_audio, open_project, save_project or export")
+        return {"path": self.dialogs(kind)}

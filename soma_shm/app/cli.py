@@ -1,0 +1,65 @@
+"""``soma-shm app`` (pywebview window) and ``soma-shm serve`` (browser mode) sub-commands.
+
+GUI toolkits are imported only inside :func:`run_app`: workers re-import soma_shm and must never
+load them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="open the desktop app (pywebview window) on FILE")
+    p.add_argument("file", nargs="?", help="audio file or .soma project to open")
+    p.add_argument("--self-test", type=float, default=None, metavar="SECONDS",
+                   help="open FILE (or the demo recording), wait until the overview is on screen, "
+                        "print a JSON report and quit (fails after SECONDS)")
+    p.set_defaults(func=run_app)
+    s = sub.add_parser("serve", help="serve the app to a browser on 127.0.0.1 (URL with token printed first)")
+    s.add_argument("file", nargs="?", help="audio file or .soma project to open")
+    s.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    s.set_defaults(func=run_serve)
+
+
+def _open_initial(backend, path: str | None) -> None:
+    if not path:
+        return
+    if path.lower().endswith(".soma"):
+        backend.load_project(path)
+    else:
+        backend.open_file(path)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .backend import AppBackend
+    from .server import AppServer
+
+    stop = threading.Event()
+    backend = AppBackend()
+    try:
+        server = AppServer(backend, port=args.port).start()
+        try:
+            print(server.url, flush=True)
+            _open_initial(backend, args.file)
+            print("serving on 127.0.0.1 only; press Ctrl+C to stop", file=sys.stderr, flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+        finally:
+            server.stop()
+    finally:
+        backend.close()
+    return 0
+
+
+def run_app(args: argparse.Namespace) -> int:
+    from .window import run_window
+
+    return run_window(args.file, self_test=args.self_test)

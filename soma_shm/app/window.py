@@ -1,0 +1,116 @@
+"""The desktop window: the same page in pywebview (Qt backend), pushed events via ``evaluate_js``.
+
+The window loads the page from the local server (images are fetched from it as binary blobs);
+backend events are pushed into the page by calling ``window.somaPush(event)`` from one pusher
+thread, so the page never polls. Every GUI import happens inside these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+
+
+def _pusher(window, events: queue.Queue, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            event = events.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        try:
+            window.evaluate_js(f"window.somaPush && window.somaPush({json.dumps(event)})")
+        except Exception:  # the window is closing
+            if stop.is_set():
+                return
+
+
+def _dialogs(window):
+    import webview
+
+    def ask(kind: str):
+        if kind == "open_audio":
+            res = window.create_file_dialog(webview.OPEN_DIALOG, file_types=(
+                "Audio files (*.wav;*.flac;*.ogg;*.opus;*.mp3;*.aif;*.aiff)", "All files (*.*)"))
+        elif kind == "open_project":
+            res = window.create_file_dialog(webview.OPEN_DIALOG, file_types=("SOMA projects (*.soma)",))
+        elif kind == "save_project":
+            res = window.create_file_dialog(webview.SAVE_DIALOG, save_filename="project.soma")
+        else:
+            res = window.create_file_dialog(webview.SAVE_DIALOG, save_filename="partials.csv")
+        if not res:
+            return None
+        return res if isinstance(res, str) else res[0]
+
+    return ask
+
+
+def run_window(path: str | None = None, self_test: float | None = None) -> int:
+    """Open the app window; returns when it closes (then the process exits via ``os._exit``).
+
+    ``self_test``: open ``path`` (or the demo recording), wait until the page reports the
+    overview on screen, print a JSON report and close; exit code 1 after ``self_test`` seconds.
+    """
+    if sys.platform.startswith("linux") and os.geteuid() == 0:
+        os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
+    import webview
+
+    from .backend import AppBackend
+    from .cli import _open_initial
+    from .server import AppServer
+
+    backend = AppBackend()
+    server = AppServer(backend).start()
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    backend.events.listen(events.put)
+    window = webview.create_window("soma_shm", server.url + "&push=window", width=1400, height=860,
+                                   min_size=(800, 500))
+    backend.dialogs = _dialogs(window)
+    report: dict = {"ok": False}
+
+    def started() -> None:
+        threading.Thread(target=_pusher, args=(window, events, stop), daemon=True, name="soma-app-push").start()
+        if self_test is None:
+            _open_initial(backend, path)
+            return
+        t0 = time.perf_counter()
+        try:
+            if path:
+                _open_initial(backend, path)
+            else:
+                backend.open_demo(4.0)
+            deadline = t0 + self_test
+            while time.perf_counter() < deadline:
+                state = window.evaluate_js(
+                    "(() => { const c = document.querySelector('[data-testid=canvas]');"
+                    " return c ? c.dataset.overview || '' : '' })()")
+                if state == "drawn":
+                    report.update(ok=True, overview_on_screen_s=round(time.perf_counter() - t0, 3),
+                                  title=window.evaluate_js("document.title"),
+                                  push=window.evaluate_js("window.somaPushCount || 0"))
+                    break
+                time.sleep(0.1)
+            else:
+                report["error"] = f"overview not on screen after {self_test} s"
+        except Exception as exc:
+            report["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            window.destroy()
+
+    code = 0
+    try:
+        webview.start(started, gui="qt")
+    finally:
+        stop.set()
+        server.stop()
+        backend.close()
+        if self_test is not None:
+            print(json.dumps(report), flush=True)
+            code = 0 if report.get("ok") else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # Qt's own teardown can hang after the window closed; everything is closed above
