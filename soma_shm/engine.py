@@ -540,6 +540,17 @@ class Engine:
             samples[:] = data
             if progress is not None:
                 progress("decode", 1.0)
+        # The new file's 0 dB level is known before it replaces the old one, so no request ever
+        # sees a file without it.
+        from . import render
+
+        try:
+            reference = render.reference_level(samples, fs, self.settings)
+        except BaseException:
+            samples = None
+            block.unlink()
+            block.close()
+            raise
         # Swap in the new file: cancel everything that belonged to the old one.
         with self._lock:
             self._cancel_all("the file changed")
@@ -548,12 +559,11 @@ class Engine:
             self._audio_block = block
             self._audio = samples
             self._info = FileInfo(path, frames, fs, channels, self._generation)
-            self.amp_reference = None
+            self.amp_reference = reference
         if old is not None:
             old.close()
             old.unlink()
         log.info("open %s frames=%d fs=%g generation=%d", path or "<array>", frames, fs, self._generation)
-        self.amp_reference = self._reference_level()
         return self._info
 
     def overview(self, width: int, height: int, fmin: float = 20.0, fmax: float | None = None) -> ImageResult:
@@ -1170,13 +1180,6 @@ class Engine:
     def _cancel_all(self, why: str) -> None:
         for name in ROLES:
             self._cancel_role(name, why)
-
-    def _reference_level(self) -> float:
-        """Amplitude shown at 0 dB for this file: the largest magnitude of a coarse whole-file
-        STFT (the overview's scale), so viewport brightness never jumps while zooming."""
-        from . import render
-
-        return render.reference_level(self._audio, self._info.sample_rate, self.settings)
 
     def _release_blocks(self) -> None:
         for r in self._roles.values():
