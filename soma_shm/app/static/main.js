@@ -90,6 +90,7 @@ function draw() {
   ctx.fillStyle = '#000';
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   if (!app.file) { drawRulers(); return; }
+  canvas.dataset.view = [view.t0, view.t1, view.fmin, view.fmax].join(',');
   drawLayer(app.overview);
   if (app.overview && canvas.dataset.overview !== 'drawn') {
     canvas.dataset.overview = 'drawn';

@@ -1,0 +1,67 @@
+"""Helpers for the GUI tests: start `soma-shm serve` in a subprocess, launch Debian's Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def need_chromium():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing; `make setup` installs Debian's chromium")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright is not installed; `make setup` installs the test extras")
+
+
+def need_xvfb():
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is missing; `make setup` installs xvfb")
+
+
+@contextmanager
+def served(*args: str):
+    """`soma-shm serve ARGS` in a subprocess; yields its URL (the first line of its output)."""
+    proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http://127.0.0.1:"):
+            proc.kill()
+            raise AssertionError(f"serve printed {url!r} first; stderr: {proc.stderr.read()}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        assert proc.returncode == 0, err
+
+
+@contextmanager
+def chromium_page(width: int = 1280, height: int = 760):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.page_errors = errors
+            yield page
+        finally:
+            browser.close()
