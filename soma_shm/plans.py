@@ -147,6 +147,14 @@ class CwtPlan:
     def height(self) -> int:
         return len(self.freqs)
 
+    def kernel_args(self) -> tuple:
+        """``(segs, rows, wavelet)``: the plan's arrays as the kernels take them."""
+        return (
+            (self.seg_pad, self.seg_nfft),
+            (self.row_seg, self.row_klo, self.row_khi, self.row_nifft, self.freqs),
+            (self.sample_rate, self.gauss_a, self.taper_start, self.taper_width),
+        )
+
     def inverse_samples(self) -> int:
         """Total number of complex samples produced by the inverse FFTs (the dominant cost)."""
         return int(self.row_nifft.sum())

@@ -136,23 +136,7 @@ def snap_trace(
 
     positions = times * fs - s0
     mags = np.empty((K, R), dtype=np.float64)
-    kernels.grid_magnitudes(
-        a,
-        s0,
-        plan.seg_pad,
-        plan.seg_nfft,
-        plan.row_seg,
-        plan.row_klo,
-        plan.row_khi,
-        plan.row_nifft,
-        plan.freqs,
-        fs,
-        plan.gauss_a,
-        plan.taper_start,
-        plan.taper_width,
-        positions,
-        mags,
-    )
+    kernels.grid_magnitudes(a, s0, *plan.kernel_args(), positions, mags)
 
     # Row r of the grid is g = gmax - r; point k may use rows for g in [g_lo[k], g_hi[k]].
     g_rows = gmax - np.arange(R)

@@ -339,47 +339,46 @@ def segment_spectra(audio, s0, seg_pad, seg_nfft):
     return spectra, offsets
 
 
+@jit
+def plan_row(spectra, offsets, segs, rows, wavelet, r):
+    """Decimated baseband W of plan row ``r``: returns ``(y, scale, segment)``.
+
+    ``segs = (seg_pad, seg_nfft)``, ``rows = (row_seg, row_klo, row_khi, row_nifft, row_fc)`` and
+    ``wavelet = (sample_rate, gauss_a, taper_start, taper_width)`` are a :class:`CwtPlan`'s arrays
+    (see ``CwtPlan.kernel_args``); ``spectra``/``offsets`` come from :func:`segment_spectra`.
+    """
+    seg_pad, seg_nfft = segs
+    row_seg, row_klo, row_khi, row_nifft, row_fc = rows
+    sample_rate, gauss_a, taper_start, taper_width = wavelet
+    g = row_seg[r]
+    nfft = seg_nfft[g]
+    y, scale = decimated_row(
+        spectra[offsets[g] : offsets[g + 1]],
+        nfft,
+        row_klo[r],
+        row_khi[r],
+        row_fc[r] * nfft / sample_rate,
+        gauss_a,
+        taper_start * nfft / sample_rate,
+        taper_width * nfft / sample_rate,
+        row_nifft[r],
+    )
+    return y, scale, g
+
+
 @jit_parallel
-def cwt_pooled_image(
-    audio,
-    s0,
-    seg_pad,
-    seg_nfft,
-    row_order,
-    row_seg,
-    row_klo,
-    row_khi,
-    row_nifft,
-    row_fc,
-    sample_rate,
-    gauss_a,
-    taper_start,
-    taper_width,
-    col_a,
-    col_b,
-    out,
-):
+def cwt_pooled_image(audio, s0, segs, rows, wavelet, row_order, col_a, col_b, out):
     """Calibrated CWT magnitude image, max-pooled per column, written into ``out`` (H, W) float32.
 
     ``s0`` is the absolute index of the window's first sample; ``col_a``/``col_b`` are column
-    sample bounds relative to ``s0``. ``row_order`` lists the rows in the order the threads should
-    take them (interleaved by cost so that a static split of the ``prange`` is balanced).
+    sample bounds relative to ``s0``; ``segs, rows, wavelet`` are the plan's arrays (see
+    :func:`plan_row`). ``row_order`` lists the rows in the order the threads should take them
+    (interleaved by cost so that a static split of the ``prange`` is balanced).
     """
+    seg_pad, seg_nfft = segs
+    row_nifft = rows[3]
     spectra, offsets = segment_spectra(audio, s0, seg_pad, seg_nfft)
     for i in prange(row_order.shape[0]):
         r = row_order[i]
-        g = row_seg[r]
-        nfft = seg_nfft[g]
-        X = spectra[offsets[g] : offsets[g + 1]]
-        y, scale = decimated_row(
-            X,
-            nfft,
-            row_klo[r],
-            row_khi[r],
-            row_fc[r] * nfft / sample_rate,
-            gauss_a,
-            taper_start * nfft / sample_rate,
-            taper_width * nfft / sample_rate,
-            row_nifft[r],
-        )
-        pool_row(y, nfft / row_nifft[r], seg_pad[g], col_a, col_b, scale, out[r])
+        y, scale, g = plan_row(spectra, offsets, segs, rows, wavelet, r)
+        pool_row(y, seg_nfft[g] / row_nifft[r], seg_pad[g], col_a, col_b, scale, out[r])

@@ -12,50 +12,24 @@ import math
 import numpy as np
 
 from ._jit import jit, jit_parallel, prange
-from .cwt import decimated_row, interp_power, segment_spectra
+from .cwt import interp_power, plan_row, segment_spectra
 
 
 @jit_parallel
-def grid_magnitudes(
-    audio,
-    s0,
-    seg_pad,
-    seg_nfft,
-    row_seg,
-    row_klo,
-    row_khi,
-    row_nifft,
-    row_fc,
-    sample_rate,
-    gauss_a,
-    taper_start,
-    taper_width,
-    positions,
-    out,
-):
+def grid_magnitudes(audio, s0, segs, rows, wavelet, positions, out):
     """``out[k, r] = |W(positions[k], row r)|`` (float64), positions in samples relative to ``s0``.
 
+    ``segs, rows, wavelet`` are a CWT plan's arrays (see :func:`soma_shm.kernels.cwt.plan_row`).
     Rows are independent and run in parallel; each is one decimated inverse FFT plus one
     interpolation per point.
     """
+    seg_pad, seg_nfft = segs
+    row_nifft = rows[3]
     spectra, offsets = segment_spectra(audio, s0, seg_pad, seg_nfft)
     K = positions.shape[0]
-    for r in prange(row_seg.shape[0]):
-        g = row_seg[r]
-        nfft = seg_nfft[g]
-        X = spectra[offsets[g] : offsets[g + 1]]
-        y, scale = decimated_row(
-            X,
-            nfft,
-            row_klo[r],
-            row_khi[r],
-            row_fc[r] * nfft / sample_rate,
-            gauss_a,
-            taper_start * nfft / sample_rate,
-            taper_width * nfft / sample_rate,
-            row_nifft[r],
-        )
-        inv = row_nifft[r] / nfft
+    for r in prange(row_nifft.shape[0]):
+        y, scale, g = plan_row(spectra, offsets, segs, rows, wavelet, r)
+        inv = row_nifft[r] / seg_nfft[g]
         for k in range(K):
             out[k, r] = math.sqrt(interp_power(y, (positions[k] + seg_pad[g]) * inv)) * scale
 
