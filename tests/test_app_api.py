@@ -282,7 +282,7 @@ def test_backend_close_leaves_no_workers_or_segments(no_leaks, wav):
         got = []
         backend.events.listen(got.append)
         backend.open_file(str(wav))
-        backend._loading.join(60)
+        backend._load_thread.join(60)
         assert [e["type"] for e in got if e["type"] in ("opened", "error")] == ["opened"]
 
 

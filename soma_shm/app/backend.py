@@ -179,7 +179,8 @@ class AppBackend:
         self._overview: dict | None = None
         self._overview_mag: np.ndarray | None = None
         self._file: dict | None = None
-        self._loading: threading.Thread | None = None
+        self._loading: threading.Thread | None = None  # set while a file is being opened
+        self._load_thread: threading.Thread | None = None
         self._load_token = 0
         self._last: dict[str, Any] = {"viewport": None, "snap": None, "overview": None}
         self._pending_snaps: set[int] = set()
@@ -195,7 +196,7 @@ class AppBackend:
         if self._closed:
             return
         self._closed = True
-        t = self._loading
+        t = self._load_thread
         if t is not None and t.is_alive():
             t.join(timeout=30)
         self.engine.close()
@@ -302,6 +303,7 @@ class AppBackend:
             token = self._load_token
             t = threading.Thread(target=self._load, args=(token, path, array, fs), name="soma-app-open", daemon=True)
             self._loading = t
+            self._load_thread = t
         self.events.publish({"type": "progress", "stage": "decode", "fraction": 0.0, "path": path})
         t.start()
         return {"loading": True, "path": path}
@@ -328,6 +330,8 @@ class AppBackend:
             t_decode = time.perf_counter() - t_start
             overview = self._render_overview(progress)
         except BaseException as exc:  # the previous file (if any) stays open and the document intact
+            with self._lock:
+                self._loading = None
             self._last_error = {"op": "open", "error": error_payload(exc)}
             self.events.publish({"type": "error", **self._last_error})
             if not isinstance(exc, Exception):
@@ -355,6 +359,7 @@ class AppBackend:
                 self.document.set_source(path, md5)
             self._pending_document = None
             self._last_error = None
+            self._loading = None  # a new open may start as soon as this one is announced
             self._last["overview"] = {**overview["timings"], "decode_s": t_decode}
         self.events.publish({"type": "opened", "file": self._file, "overview": overview,
                              "document": self.document.state()})

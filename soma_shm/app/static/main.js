@@ -146,7 +146,7 @@ function drawRulers() {
 }
 
 // -------------------------------------------------------------------------- viewport requests
-function scheduleView(delay = 40) {
+function scheduleView(delay = 20) {
   if (!app.file) return;
   clearTimeout(app.viewTimer);
   app.viewTimer = setTimeout(requestView, delay);
