@@ -57,13 +57,13 @@ INSTRUMENT = """() => {
 OPEN = """async (path) => {
   const token = new URLSearchParams(location.search).get('token');
   const c = document.querySelector('[data-testid=canvas]');
-  c.dataset.overview = 'waiting';
+  const opens = window.somaMetrics.opens || 0;
   const t0 = performance.now();
   const r = await fetch('/api/open_file', { method: 'POST', headers: { 'X-Soma-Token': token },
                                             body: JSON.stringify({ path }) });
   const body = await r.json();
   if (!body.ok) throw new Error(`open failed: ${body.error.type}: ${body.error.message}`);
-  while (c.dataset.overview !== 'drawn') await new Promise((res) => requestAnimationFrame(res));
+  while ((window.somaMetrics.opens || 0) === opens || c.dataset.overview !== 'drawn') await new Promise((res) => requestAnimationFrame(res));
   return window.somaMetrics.overviewDrawnAt - t0;
 }"""
 

@@ -301,3 +301,15 @@ def test_serve_prints_the_url_first_and_stops_on_sigterm(wav):
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_app_modules_do_not_import_gui_toolkits():
+    """Workers re-import soma_shm: building the CLI or importing the app must not load a GUI."""
+    code = (
+        "import sys, soma_shm.cli, soma_shm.app.window, soma_shm.app.server, soma_shm.app.backend;"
+        "soma_shm.cli.build_parser();"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('webview', 'PySide6', 'qtpy', 'PyQt5', 'gi')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

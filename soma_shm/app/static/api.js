@@ -29,15 +29,22 @@ export async function upload(file) {
   return data.result;
 }
 
-// A raw uint8 image: {pixels: Uint8Array, width, height}.
-export async function fetchBlob(id) {
-  const res = await fetch(`/blob/${id}`, { headers: { 'X-Soma-Token': token } });
-  if (!res.ok) throw new ApiError('NotFound', `image ${id} is gone`);
-  const width = Number(res.headers.get('X-Width'));
-  const height = Number(res.headers.get('X-Height'));
-  const pixels = new Uint8Array(await res.arrayBuffer());
-  if (pixels.length !== width * height) throw new ApiError('BadImage', `image ${id}: ${pixels.length} bytes for ${width}x${height}`);
-  return { pixels, width, height };
+// An image blob, fetched and coloured by the image worker: {bitmap, width, height}.
+const imageWorker = new Worker('/static/imageworker.js', { type: 'module' });
+const waiting = new Map();
+let nextId = 1;
+imageWorker.onmessage = (e) => {
+  const { id, error, ...image } = e.data;
+  const w = waiting.get(id);
+  waiting.delete(id);
+  if (error) w.reject(new ApiError('NotFound', error)); else w.resolve(image);
+};
+export function loadImage(blob) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    waiting.set(id, { resolve, reject });
+    imageWorker.postMessage({ id, blob, token });
+  });
 }
 
 // Subscribe to backend events; `onEvent(event)` is called for each.

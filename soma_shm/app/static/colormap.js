@@ -1,4 +1,4 @@
-// Colour map applied in the page: a 256-entry LUT of packed RGBA (little-endian ABGR words), so
+// Colour map applied in the page (by the image worker): a 256-entry LUT of packed RGBA (little-endian ABGR words), so
 // a uint8 image becomes ImageData with one table lookup per pixel.
 const ANCHORS = [ // position, r, g, b: a perceptually ordered dark-to-bright ramp (magma-like)
   [0.00, 0, 0, 4], [0.13, 28, 16, 68], [0.25, 79, 18, 123], [0.38, 129, 37, 129],
@@ -20,15 +20,3 @@ export function makeLut(anchors = ANCHORS) {
 }
 
 export const LUT = makeLut();
-
-// uint8 pixels -> a canvas holding the coloured image.
-export function toCanvas({ pixels, width, height }, lut = LUT) {
-  const canvas = document.createElement('canvas');
-  canvas.width = width; canvas.height = height;
-  const ctx = canvas.getContext('2d');
-  const img = ctx.createImageData(width, height);
-  const out = new Uint32Array(img.data.buffer);
-  for (let i = 0; i < pixels.length; i++) out[i] = lut[pixels[i]];
-  ctx.putImageData(img, 0, 0);
-  return canvas;
-}

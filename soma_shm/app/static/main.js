@@ -1,7 +1,6 @@
 // The page: layers (overview, viewport, partials), rulers, tools, panels. Everything the page
 // shows comes from the backend; edits go to the backend, which keeps the document and history.
-import { call, upload, fetchBlob, subscribe, windowMode } from './api.js';
-import { toCanvas } from './colormap.js';
+import { call, upload, loadImage, subscribe, windowMode } from './api.js';
 import { View, timeTicks, freqTicks } from './view.js';
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -14,7 +13,7 @@ window.somaMetrics = metrics;
 const app = {
   file: null, overview: null, viewport: null, partials: [], selected: new Set(), tool: 'pan',
   doc: null, stroke: null, pending: [], requestedKey: null, latestRequest: 0, shownRequest: 0,
-  dpr: 1, drag: null, dirty: true, viewTimer: null,
+  dpr: 1, drag: null, dirty: true, viewFrame: null,
 };
 
 // ------------------------------------------------------------------------------ errors / status
@@ -146,10 +145,11 @@ function drawRulers() {
 }
 
 // -------------------------------------------------------------------------- viewport requests
-function scheduleView(delay = 20) {
-  if (!app.file) return;
-  clearTimeout(app.viewTimer);
-  app.viewTimer = setTimeout(requestView, delay);
+// At most one request per animation frame: a zoom storm asks for the view of each frame it
+// shows and the backend keeps only the latest (the engine terminates superseded computations).
+function scheduleView() {
+  if (!app.file || app.viewFrame) return;
+  app.viewFrame = requestAnimationFrame(() => { app.viewFrame = null; requestView(); });
 }
 
 async function requestView(force = false) {
@@ -166,16 +166,18 @@ async function requestView(force = false) {
 async function onViewport(ev) {
   if (ev.request_id < app.shownRequest) return;
   let img;
-  try { img = await fetchBlob(ev.blob); } catch (e) { return; } // replaced meanwhile by a fresher one
-  if (ev.request_id < app.shownRequest) return;
+  try { img = await loadImage(ev.blob); } catch (e) { return; } // replaced meanwhile by a fresher one
+  if (ev.request_id < app.shownRequest) { img.bitmap.close(); return; }
   app.shownRequest = ev.request_id;
-  app.viewport = { geom: { ...ev, width: img.width, height: img.height }, canvas: toCanvas(img), key: (app.keys || {})[ev.request_id] };
+  if (app.viewport) app.viewport.canvas.close();
+  app.viewport = { geom: { ...ev, width: img.width, height: img.height }, canvas: img.bitmap, key: (app.keys || {})[ev.request_id] };
   invalidate();
 }
 
 async function onOverview(ov) {
-  const img = await fetchBlob(ov.blob);
-  app.overview = { geom: { ...ov, width: img.width, height: img.height }, canvas: toCanvas(img) };
+  const img = await loadImage(ov.blob);
+  if (app.overview) app.overview.canvas.close();
+  app.overview = { geom: { ...ov, width: img.width, height: img.height }, canvas: img.bitmap };
   invalidate();
 }
 
@@ -244,7 +246,8 @@ function onEvent(ev) {
     }
     case 'opened': {
       $('loading').hidden = true; $('empty').hidden = true; $('error').hidden = true;
-      app.file = ev.file; app.viewport = null; app.shownRequest = 0; app.requestedKey = null; app.pending = [];
+      metrics.opens = (metrics.opens || 0) + 1;
+      app.file = ev.file; app.viewport = null; app.overview = null; app.shownRequest = 0; app.requestedKey = null; app.pending = [];
       delete canvas.dataset.viewportMethod; delete canvas.dataset.viewportRequest;
       canvas.dataset.overview = 'loading';
       $('status').dataset.state = 'ready';
@@ -362,7 +365,7 @@ setTool('pan');
 $('undo').addEventListener('click', () => guarded(() => call('undo')));
 $('redo').addEventListener('click', () => guarded(() => call('redo')));
 $('delete').addEventListener('click', deleteSelected);
-$('zoom-fit').addEventListener('click', () => { view.fit(); invalidate(); scheduleView(0); });
+$('zoom-fit').addEventListener('click', () => { view.fit(); invalidate(); scheduleView(); });
 $('settings-toggle').addEventListener('click', () => { $('settings').hidden = !$('settings').hidden; });
 $('settings-form').addEventListener('submit', (e) => {
   e.preventDefault();
