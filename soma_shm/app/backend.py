@@ -283,14 +283,22 @@ class AppBackend:
         fs = 48_000
         return self._start_loading(None, demo_recording(float(seconds), fs), fs)
 
-    def save_upload(self, name: str, data: bytes) -> str:
-        """Keep an uploaded (dropped or picked) file for this session; returns its path."""
+    def save_upload(self, name: str, stream: Any, length: int, chunk: int = 1 << 20) -> str:
+        """Keep an uploaded (dropped or picked) file for this session, streamed to disk in chunks;
+        returns its path."""
         safe = "".join(c for c in Path(name or "upload").name if c.isalnum() or c in "._- ")[:120] or "upload"
-        if not data:
+        if length <= 0:
             raise ParameterError(f"the file {safe!r} is empty (0 bytes); nothing to open")
         folder = tempfile.mkdtemp(dir=self._tmp)
         target = Path(folder) / safe
-        target.write_bytes(data)
+        left = length
+        with open(target, "wb") as f:
+            while left > 0:
+                block = stream.read(min(chunk, left))
+                if not block:
+                    raise ParameterError(f"the upload of {safe!r} stopped after {length - left} of {length} bytes")
+                f.write(block)
+                left -= len(block)
         return str(target)
 
     def _start_loading(self, path: str | None, array: np.ndarray | None, fs: float | None) -> dict:

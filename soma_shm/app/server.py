@@ -116,8 +116,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "upload":
                 if length > MAX_UPLOAD:
                     raise ParameterError(f"the file is too large to upload ({length} bytes)")
-                data = self.rfile.read(length) if length else b""
-                path = backend.save_upload(self._query().get("name", "upload"), data)
+                path = backend.save_upload(self._query().get("name", "upload"), self.rfile, length)
                 result = backend.open_file(path)
             else:
                 if length > MAX_JSON_BODY:
@@ -129,6 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ParameterError(f"the body of {method} is not valid JSON ({exc})") from None
                 result = backend.call(method, params)
         except Exception as exc:
+            self.close_connection = True  # the body may be partly unread: do not reuse the connection
             if not isinstance(exc, ParameterError) and not type(exc).__module__.startswith("soma_shm"):
                 log.exception("api %s failed", method)
             return self._json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": error_payload(exc)})
