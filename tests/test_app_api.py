@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from soma_shm import ParameterError
 from soma_shm.app.backend import AppBackend
 from soma_shm.app.server import AppServer
 
@@ -135,6 +136,11 @@ def test_every_route_but_static_needs_the_token_and_a_local_host(app):
     assert status == 200 and headers["Content-Type"].startswith("text/javascript") and b"import" in body
     assert client.request("GET", "/static/../server.py")[0] == 404
     assert server.url == f"http://127.0.0.1:{server.port}/?token={server.token}"
+    backend = app[0]
+    with pytest.raises(ParameterError, match=f"cannot listen on 127.0.0.1:{server.port}.*choose another --port"):
+        AppServer(backend, port=server.port)
+    with pytest.raises(ParameterError, match="port=-1"):
+        AppServer(backend, port=-1)
 
 
 def test_unknown_methods_and_bad_bodies_are_named_errors(app):
