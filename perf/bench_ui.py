@@ -85,7 +85,8 @@ def storm(page, box) -> dict:
     cx, cy = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.55
     page.keyboard.press("0")  # fit: the whole file
     page.wait_for_timeout(300)
-    page.evaluate("() => { const b = window.__bench; b.longtasks = []; b.gaps = []; b.recording = true; }")
+    page.evaluate("() => { const b = window.__bench; b.longtasks = []; b.gaps = []; b.recording = true;"
+                  " window.somaMetrics.longestDrawMs = 0; }")
     requests0 = page.evaluate("() => window.somaMetrics.requests")
     page.mouse.move(cx, cy)
     ticks = 0
@@ -128,6 +129,7 @@ def storm(page, box) -> dict:
         "longest_task_ms": max(figures["longtasks"], default=0.0),
         "long_tasks": len(figures["longtasks"]),
         "longest_frame_gap_ms": max(figures["gaps"], default=0.0),
+        "longest_draw_ms": page.evaluate("() => window.somaMetrics.longestDrawMs"),
         "frames": len(figures["gaps"]),
     }
 
@@ -184,6 +186,7 @@ def main() -> int:
          max(s["longest_task_ms"] for s in storms) <= 50],
         ["storm: long tasks (count, all runs)", sum(s["long_tasks"] for s in storms), "0", None],
         ["storm: longest frame gap (ms, median)", med("longest_frame_gap_ms"), "-", None],
+        ["storm: longest draw of all layers (ms)", max(s["longest_draw_ms"] for s in storms), "-", None],
         [f"last input -> {storms[-1]['method'].upper()} image on screen (s)", latency, "-", None],
         ["  kernel time of that image (s)", kernel, "-", None],
         ["  worker compute incl. tone map (s)", compute, "-", None],

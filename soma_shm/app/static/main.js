@@ -7,7 +7,7 @@ const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const canvas = $('canvas');
 const ctx = canvas.getContext('2d');
 const view = new View();
-const metrics = { viewports: [], overviewDrawnAt: null, lastInputAt: 0, requests: 0 };
+const metrics = { viewports: [], overviewDrawnAt: null, lastInputAt: 0, requests: 0, longestDrawMs: 0 };
 window.somaMetrics = metrics;
 
 const app = {
@@ -84,6 +84,12 @@ function polyline(points, close = false) {
 }
 
 function draw() {
+  const started = performance.now();
+  paint();
+  metrics.longestDrawMs = Math.max(metrics.longestDrawMs || 0, performance.now() - started);
+}
+
+function paint() {
   app.frame = null; app.dirty = false;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = '#000';
