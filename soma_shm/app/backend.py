@@ -189,6 +189,9 @@ class AppBackend:
         self._pending_document: tuple[str, SomaDocument] | None = None
         self._tmp = tempfile.mkdtemp(prefix="soma_shm_app_")
         self._closed = False
+        # Load the overview kernels now (numba's cache) so the first file opened shows sooner.
+        self._warm_thread = threading.Thread(target=_warm_overview, name="soma-app-warm", daemon=True)
+        self._warm_thread.start()
 
     # ------------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -196,9 +199,9 @@ class AppBackend:
         if self._closed:
             return
         self._closed = True
-        t = self._load_thread
-        if t is not None and t.is_alive():
-            t.join(timeout=30)
+        for t in (self._load_thread, self._warm_thread):
+            if t is not None and t.is_alive():
+                t.join(timeout=30)
         self.engine.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -598,3 +601,13 @@ class AppBackend:
         if kind not in ("open_audio", "open_project", "save_project", "export"):
             raise ParameterError(f"kind={kind!r} must be open_audio, open_project, save_project or export")
         return {"path": self.dialogs(kind)}
+
+
+def _warm_overview() -> None:
+    from ..render import stft_image, tone_map
+
+    try:
+        x = np.zeros(48_000, dtype=np.float32)
+        tone_map(stft_image(x, 48_000, 0.0, 1.0, OVERVIEW_FMIN, 20_000.0, 16, 8), 1.0)
+    except Exception:  # pragma: no cover - warming is an optimisation; opening reports real errors
+        log.debug("overview warm-up failed", exc_info=True)
