@@ -11,18 +11,36 @@ import pytest
 from soma_shm.ipc.shm import list_segments
 
 
-def _children() -> set[int]:
+def worker_processes() -> list:
+    """Live (non-zombie) descendants of this process, without the forkserver and the resource
+    tracker themselves. Workers forked by the forkserver inherit its command line, so the
+    forkserver is recognised as the direct child that runs ``multiprocessing.forkserver``."""
     import psutil
 
     me = psutil.Process()
-    out = set()
+    out = []
     for p in me.children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline()):
-                out.add(p.pid)
+            cmd = " ".join(p.cmdline())
+            if p.status() == psutil.STATUS_ZOMBIE or "resource_tracker" in cmd:
+                continue
+            if "forkserver" in cmd and p.ppid() == me.pid:
+                continue
+            out.append(p)
         except psutil.Error:
             pass
     return out
+
+
+def _children() -> set[int]:
+    return {p.pid for p in worker_processes()}
+
+
+def _live_engine_workers() -> set[int]:
+    """Workers of engines still open (e.g. a module-scoped engine shared by several tests)."""
+    from soma_shm.engine import _ENGINES
+
+    return {pid for eng in list(_ENGINES) if not eng._closed for pid in eng.worker_pids()}
 
 
 def _ours() -> set[str]:
@@ -33,28 +51,20 @@ def _ours() -> set[str]:
 def no_leaks():
     """Fails the test if it leaves worker processes or /dev/shm segments of this process behind.
 
-    The forkserver itself is shared by every engine of the test run and is not counted.
+    The forkserver itself is shared by every engine of the test run and is not counted, nor are
+    the current workers of an engine that outlives the test on purpose (a module fixture).
     """
     before_children, before_segments = _children(), _ours()
     yield
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        extra = {p for p in _children() - before_children if not _is_forkserver(p)}
+        extra = _children() - before_children - _live_engine_workers()
         segs = _ours() - before_segments
         if not extra and not segs:
             return
         time.sleep(0.05)
     assert not extra, f"worker processes left behind: {sorted(extra)}"
     assert not segs, f"shared-memory segments left behind: {sorted(segs)}"
-
-
-def _is_forkserver(pid: int) -> bool:
-    import psutil
-
-    try:
-        return "forkserver" in " ".join(psutil.Process(pid).cmdline())
-    except psutil.Error:
-        return True
 
 
 def make_audio(
