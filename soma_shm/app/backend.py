@@ -64,6 +64,7 @@ API_METHODS = (
 OVERVIEW_WIDTH = 2048
 OVERVIEW_HEIGHT = 384
 OVERVIEW_STRIPS = 8
+PROGRESS_STEP = 0.1  # a progress event at least every tenth of a stage
 OVERVIEW_FMIN = 20.0
 BLOBS_KEPT = 6
 
@@ -321,12 +322,15 @@ class AppBackend:
 
     def _load(self, token: int, path: str | None, array: np.ndarray | None, fs: float | None) -> None:
         t_start = time.perf_counter()
-        last = [0.0]
+        last = {"time": 0.0, "stage": "", "fraction": 0.0}
 
         def progress(stage: str, fraction: float) -> None:
+            # At most one event per 50 ms, but always the ends of a stage and every step of at
+            # least PROGRESS_STEP, so a fast stage still shows its steps and a slow one is smooth.
             now = time.perf_counter()
-            if fraction >= 1.0 or now - last[0] > 0.05:
-                last[0] = now
+            if (stage != last["stage"] or fraction >= 1.0 or now - last["time"] > 0.05
+                    or fraction - last["fraction"] >= PROGRESS_STEP):
+                last.update(time=now, stage=stage, fraction=fraction)
                 self.events.publish({"type": "progress", "stage": stage, "fraction": float(fraction)})
 
         try:
