@@ -34,6 +34,8 @@ def _mixture(fs: int, seconds: float, seed: int) -> np.ndarray:
         (16_000, 0.30, 0.40, 50.0, 7_000.0, 120, 48),
         (44_100, 0.20, 0.70, 40.0, 20_000.0, 200, 60),
         (48_000, 0.50, 0.52, 200.0, 20_000.0, 150, 50),  # zoomed in: 6 samples per column
+        (48_000, 0.40, 0.45, 20.0, 1_000.0, 400, 40),  # columns far narrower than a decimated step
+        (48_000, 0.30, 0.70, 500.0, 20_000.0, 800, 40),  # 4..16 samples per column at the base rate
         (48_000, 0.0, 1.0, 20.0, 20_000.0, 96, 40),  # window at the file's start and end
         (96_000, 0.25, 0.45, 100.0, 40_000.0, 140, 40),
         (192_000, 0.10, 0.20, 200.0, 90_000.0, 120, 36),
@@ -45,6 +47,20 @@ def test_matches_float64_reference(fs, t0, t1, fmin, fmax, width, height):
     ref = cwt_reference(x, fs, t0, t1, fmin, fmax, width, height)
     assert fast.dtype == np.float32 and fast.shape == (height, width)
     assert db_error(fast, ref, floor_db=-80.0, amp_reference=1.0) <= TOL_DB
+
+
+def test_polynomial_interpolant_matches_lagrange_form():
+    # Narrow rows evaluate the 6-point interpolant in monomial form, one set of coefficients per
+    # interval; it must be the same interpolant, including at the circular ends of the row.
+    from soma_shm.kernels.cwt import interp_power, poly_power, quintic_coeffs
+
+    rng = np.random.default_rng(5)
+    y = (rng.standard_normal(40) + 1j * rng.standard_normal(40)).astype(np.complex64)
+    coef = np.empty(12)
+    for u in np.concatenate([rng.uniform(0.0, 40.0, 300), [0.0, 0.5, 1.25, 38.5, 39.75]]):
+        i = int(np.floor(u))
+        quintic_coeffs(y, i, coef)
+        assert poly_power(coef, u - i) == pytest.approx(interp_power(y, u), rel=1e-9)
 
 
 def test_click_flanks_keep_their_column_maxima():
