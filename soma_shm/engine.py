@@ -95,6 +95,11 @@ class EngineOptions:
         Also log to this file (workers included).
     worker_threads : int, optional
         numba threads per worker (default: all cores).
+    pyramid : bool
+        Build each file's pooled STFT pyramid when it is opened (one pass of FFTs, about 1/7 of
+        the float32 audio in shared memory; see :mod:`soma_shm.pyramid`), so that the overview
+        and every STFT viewport wider than ``stft_above_seconds`` are cut from it in
+        milliseconds instead of recomputed. ``False``: compute them from the audio each time.
     """
 
     start_method: Literal["forkserver", "spawn"] | None = None
@@ -110,6 +115,7 @@ class EngineOptions:
     log_level: str | int | None = None
     log_file: str | None = None
     worker_threads: int | None = None
+    pyramid: bool = True
 
     def __post_init__(self) -> None:
         if self.start_method not in (None, "forkserver", "spawn"):
@@ -227,6 +233,7 @@ class ViewportResult(_SlotResult):
         self.t0, self.t1 = params["t0"], params["t1"]
         self.fmin, self.fmax = params["fmin"], params["fmax"]
         self.method: str = params["method"]
+        self.from_pyramid: bool = params.get("pyramid") is not None  # cut from the file's STFT pyramid
         self.amp_reference: float = params["amp_reference"]
         self.timings: dict = timings
 
@@ -438,6 +445,8 @@ class Engine:
         self._closed = False
         self._audio_block = None
         self._audio = None
+        self._pyramid_block = None
+        self._pyramid = None
         self._info: FileInfo | None = None
         self._generation = 0
         self.amp_reference: float | None = None
@@ -496,8 +505,9 @@ class Engine:
         """Open a file (path) or an array; the audio goes into shared memory once.
 
         Cancels every pending request of both roles (RequestCancelled). ``progress(stage,
-        fraction)`` is called with stage ``"decode"`` while decoding. On any error the previous
-        file stays open.
+        fraction)`` is called with stage ``"decode"`` while decoding, then ``"pyramid"`` while the
+        file's STFT pyramid is built (``EngineOptions.pyramid``). On any error the previous file
+        stays open and nothing of the new one is left behind.
 
         Raises
         ------
@@ -544,30 +554,71 @@ class Engine:
         # sees a file without it.
         from . import render
 
+        pyr_block = pyramid = None
         try:
             reference = render.reference_level(samples, fs, self.settings)
+            if self.options.pyramid:
+                pyr_block, pyramid = self._build_pyramid(samples, fs, reference, progress)
         except BaseException:
-            samples = None
-            block.unlink()
-            block.close()
+            samples = pyramid = None
+            for b in (pyr_block, block):
+                if b is not None:
+                    b.close()
+                    b.unlink()
             raise
         # Swap in the new file: cancel everything that belonged to the old one.
         with self._lock:
             self._cancel_all("the file changed")
-            old = self._audio_block
+            old = (self._audio_block, self._pyramid_block)
             self._generation += 1
             self._audio_block = block
             self._audio = samples
+            self._pyramid_block = pyr_block
+            self._pyramid = pyramid
             self._info = FileInfo(path, frames, fs, channels, self._generation)
             self.amp_reference = reference
-        if old is not None:
-            old.close()
-            old.unlink()
+        for b in old:
+            if b is not None:
+                b.close()
+                b.unlink()
         log.info("open %s frames=%d fs=%g generation=%d", path or "<array>", frames, fs, self._generation)
         return self._info
 
+    def _build_pyramid(self, samples, fs, reference, progress):
+        """Build the file's pyramid into a new shared block (this process, all threads)."""
+        from .ipc.blocks import PyramidBlock
+        from .pyramid import PyramidLayout, build_pyramid
+
+        s = self.settings
+        layout = PyramidLayout.for_recording(samples.shape[0], fs, s.stft_nfft(fs), s.stft_hop(fs))
+        block = PyramidBlock.create(layout, self._generation + 1)
+        try:
+            t = time.perf_counter()
+            pyramid = build_pyramid(samples, fs, s, reference, out=block.levels_buffer(),
+                                    progress=None if progress is None else (lambda f: progress("pyramid", f)))
+            block.mark_complete(pyramid.top, pyramid.scale)
+        except BaseException:
+            pyramid = None
+            block.close()
+            block.unlink()
+            raise
+        log.info("pyramid built bytes=%d levels=%d in %.3f s", layout.nbytes, len(layout.blocks),
+                 time.perf_counter() - t)
+        return block, pyramid
+
+    def _pyramid_for(self, method: str, span: float):
+        """The open file's pyramid if a view of ``method`` over ``span`` seconds is cut from it."""
+        info = self._info
+        if (method != "stft" or self._pyramid is None or span <= self.options.stft_above_seconds
+                or not self._pyramid.layout.matches(info.sample_rate, info.frames, self.settings)):
+            return None
+        return self._pyramid
+
     def overview(self, width: int, height: int, fmin: float = 20.0, fmax: float | None = None) -> ImageResult:
-        """Pooled STFT image of the whole file, computed in this process (GIL released).
+        """Pooled STFT image of the whole file, made in this process (GIL released).
+
+        Cut from the file's pyramid when there is one (milliseconds, any width), else computed
+        from the audio.
 
         Returns an :class:`ImageResult` with the uint8 image tone-mapped against the file's
         ``amp_reference`` and the float32 magnitude.
@@ -586,11 +637,16 @@ class Engine:
         from . import render
 
         t = time.perf_counter()
-        mag = render.stft_image(self._audio, info.sample_rate, 0.0, info.duration, fmin, fmax, width, height, self.settings, check_finite=False)
+        pyramid = self._pyramid_for("stft", math.inf)
+        if pyramid is not None:
+            mag = pyramid.image(0.0, info.duration, fmin, fmax, width, height, self.settings)
+        else:
+            mag = render.stft_image(self._audio, info.sample_rate, 0.0, info.duration, fmin, fmax, width, height,
+                                    self.settings, check_finite=False)
         t_k = time.perf_counter() - t
         image = render.tone_map(mag, self.amp_reference, self.settings)
         return ImageResult(image, mag, 0.0, info.duration, fmin, fmax, "stft", self.amp_reference,
-                           {"kernel_s": t_k, "total_s": time.perf_counter() - t})
+                           {"kernel_s": t_k, "total_s": time.perf_counter() - t, "pyramid": pyramid is not None})
 
     def submit_viewport(
         self,
@@ -634,8 +690,10 @@ class Engine:
             raise ParameterError(f"method={method!r} must be 'cwt', 'stft' or None (automatic)")
         if not isinstance(magnitude, (bool, np.bool_)):
             raise ParameterError(f"magnitude={magnitude!r} must be True or False")
+        pyramid = self._pyramid_for(method, t1 - t0)
         params = dict(t0=t0, t1=t1, fmin=fmin, fmax=fmax, width=width, height=height, method=method,
-                      settings=self.settings, amp_reference=self.amp_reference, magnitude=bool(magnitude))
+                      settings=self.settings, amp_reference=self.amp_reference, magnitude=bool(magnitude),
+                      pyramid=None if pyramid is None else self._pyramid_block.desc())
         return self._submit("viewport", "viewport", (params,), params, on_result)
 
     def submit_snap(self, trace: Any, on_result: Callable[[Any], Any] | None = None) -> RequestHandle:
@@ -1191,10 +1249,12 @@ class Engine:
                 r.ring.unlink()
             except Exception:
                 pass
-        if self._audio_block is not None:
-            self._audio = None
-            try:
-                self._audio_block.close()
-            finally:
-                self._audio_block.unlink()
-            self._audio_block = None
+        self._audio = self._pyramid = None
+        for name in ("_pyramid_block", "_audio_block"):
+            block = getattr(self, name)
+            if block is not None:
+                try:
+                    block.close()
+                finally:
+                    block.unlink()
+                setattr(self, name, None)

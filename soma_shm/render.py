@@ -326,3 +326,12 @@ def warm_up() -> None:
         stft_image(audio, fs, 0.0, 0.5, 100, 2000, 8, 4)
         snap_trace(audio, fs, [(0.1, 430.0), (0.3, 450.0)])
     tone_map(img, 1.0)
+    # The pyramid: built from writable audio (the owner's block), views from a read-only copy
+    # of its bytes (a worker's mapping) as well as from the owner's.
+    from .pyramid import Pyramid, build_pyramid
+
+    pyr = build_pyramid(x, fs, reference=1.0)
+    levels = pyr.buffer.copy()
+    levels.flags.writeable = False
+    for p in (pyr, Pyramid(pyr.layout, levels, pyr.top, pyr.scale)):
+        p.image(0.0, 0.5, 100, 2000, 8, 4)

@@ -32,7 +32,8 @@ def test_viewport_overview_and_snap_match_the_kernels(tone, method):
         info = eng.open(x, sample_rate=fs)
         assert (info.frames, info.sample_rate, info.duration) == (len(x), fs, 5.0)
         ov = eng.overview(400, 100)
-        assert ov.image.dtype == np.uint8 and ov.image.shape == (100, 400) and ov.image.max() == 255
+        # The loudest pixel is at full brightness (to the pyramid's half step of 0.25 dB).
+        assert ov.image.dtype == np.uint8 and ov.image.shape == (100, 400) and ov.image.max() >= 253
         assert eng.amp_reference == pytest.approx(0.3, rel=0.01)
         res = eng.submit_viewport(1.0, 2.0, 100.0, 5_000.0, 320, 120, magnitude=True).result(timeout=60)
         assert res.method == "cwt" and res.image.shape == (120, 320)
@@ -53,24 +54,53 @@ def test_viewport_overview_and_snap_match_the_kernels(tone, method):
             assert all(st["viewport"]["preloaded"])
 
 
-def test_wide_windows_use_the_stft():
+def test_wide_windows_use_the_stft_cut_from_the_files_pyramid():
+    from soma_shm.pyramid import build_pyramid
+
     fs = 8_000
     x = (0.2 * np.sin(2 * np.pi * 300 * np.arange(40 * fs) / fs)).astype(np.float32)
     with soma_shm.Engine(spares=False) as eng:
-        eng.open(x, sample_rate=fs)
+        stages = []
+        eng.open(x, sample_rate=fs, progress=lambda stage, f: stages.append((stage, f)))
+        built = [f for stage, f in stages if stage == "pyramid"]
+        assert built[0] == 0.0 and built[-1] == 1.0 and built == sorted(built) and len(built) >= 10
+        assert [n for n in list_segments() if "_pyramid_" in n]
+        pyramid = build_pyramid(x, fs, reference=eng.amp_reference)
         res = eng.submit_viewport(0.0, 35.0, 50, 3_000, 200, 50, magnitude=True).result(timeout=60)
-        assert res.method == "stft"
-        np.testing.assert_array_equal(res.magnitude, soma_shm.stft_image(x, fs, 0.0, 35.0, 50, 3_000, 200, 50))
+        assert res.method == "stft" and res.from_pyramid
+        np.testing.assert_array_equal(res.magnitude, pyramid.image(0.0, 35.0, 50, 3_000, 200, 50))
         res.release()
         assert res.image is None and res.released
+        ov = eng.overview(300, 40)
+        assert ov.timings["pyramid"]
+        np.testing.assert_array_equal(ov.magnitude, pyramid.image(0.0, 40.0, 20.0, 4_000.0, 300, 40))
         narrow = eng.submit_viewport(0.0, 30.0, 50, 3_000, 200, 50).result(timeout=60)
-        assert narrow.method == "cwt" and narrow.magnitude is None  # only on request
+        assert narrow.method == "cwt" and not narrow.from_pyramid and narrow.magnitude is None  # only on request
         with pytest.raises(soma_shm.ParameterError, match="magnitude='yes' must be True or False"):
             eng.submit_viewport(0.0, 30.0, 50, 3_000, 200, 50, magnitude="yes")
         slots = eng.stats()["viewport"]["slots"]
         assert slots["held"] == 1 and slots["computing"] == 0 and slots["total"] == 3
         narrow.release()
         assert eng.stats()["viewport"]["slots"]["held"] == 0
+        # A forced STFT of a narrow window, or other STFT frames, are computed from the audio.
+        forced = eng.submit_viewport(0.0, 10.0, 50, 3_000, 200, 50, magnitude=True, method="stft").result(60)
+        assert not forced.from_pyramid
+        np.testing.assert_array_equal(forced.magnitude, soma_shm.stft_image(x, fs, 0.0, 10.0, 50, 3_000, 200, 50))
+        forced.release()
+        other = soma_shm.AnalysisSettings(stft_window_ms=100.0)
+        eng.set_settings(other)
+        wide = eng.submit_viewport(0.0, 35.0, 50, 3_000, 200, 50, magnitude=True).result(timeout=60)
+        assert not wide.from_pyramid
+        np.testing.assert_array_equal(wide.magnitude, soma_shm.stft_image(x, fs, 0.0, 35.0, 50, 3_000, 200, 50, other))
+        wide.release()
+    with soma_shm.Engine(spares=False, pyramid=False) as eng:
+        eng.open(x, sample_rate=fs)
+        assert not [n for n in list_segments() if "_pyramid_" in n]
+        res = eng.submit_viewport(0.0, 35.0, 50, 3_000, 200, 50, magnitude=True).result(timeout=60)
+        assert not res.from_pyramid
+        np.testing.assert_array_equal(res.magnitude, soma_shm.stft_image(x, fs, 0.0, 35.0, 50, 3_000, 200, 50))
+        res.release()
+        assert not eng.overview(300, 40).timings["pyramid"]
 
 
 @pytest.fixture(scope="module")
@@ -399,6 +429,24 @@ def test_full_shared_memory_is_a_clear_error(monkeypatch, tone):
         monkeypatch.undo()
         assert eng.info is None
         assert [n for n in list_segments() if "_audio_" in n] == audio_before
+        # Room for the audio but not for its pyramid: the open file stays, nothing new is left.
+        eng.open(x, sample_rate=fs)
+        before = sorted(list_segments())
+        calls = []
+
+        def second_fails(fd, offset, length):
+            calls.append(length)
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(fd, offset, length)
+
+        real = shm.os.posix_fallocate
+        monkeypatch.setattr(shm.os, "posix_fallocate", second_fails)
+        with pytest.raises(soma_shm.SharedMemoryError, match="shared memory is too small"):
+            eng.open(x[: fs], sample_rate=fs)
+        monkeypatch.undo()
+        assert len(calls) == 2 and sorted(list_segments()) == before and eng.info.frames == len(x)
+        eng.submit_viewport(0.5, 1.5, 100, 5_000, 50, 20).result(timeout=60).release()
 
 
 def test_cancel_and_handle_cancel(engine):

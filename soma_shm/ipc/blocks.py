@@ -14,6 +14,14 @@ slot and generation; the main process delivers the result only if the header sti
 After a worker is terminated its leased slots get a new generation once the process is known to
 be dead, so nothing it half-wrote can ever be shown.
 
+Pyramid block (one per open file, beside its audio block; same owner and lifetime)::
+
+    0   magic "SOMAPYR1" | version u32 | complete u32 | generation u64 | samples u64 |
+        sample_rate f64 | nfft u32 | hop u32 | top f64 | scale f64         (64-byte header)
+    64  the pyramid's levels (uint8; layout from :class:`soma_shm.pyramid.PyramidLayout`)
+
+Workers map it read-only only once ``complete`` is set and the engine names it in a request.
+
 Descriptors (small frozen dataclasses) are what crosses the pipes: names and sizes, never data.
 """
 
@@ -29,6 +37,8 @@ from .shm import Segment
 __all__ = [
     "AudioDesc",
     "AudioBlock",
+    "PyramidDesc",
+    "PyramidBlock",
     "RingDesc",
     "SlotRing",
     "FREE",
@@ -112,6 +122,84 @@ class AudioBlock:
 
     def desc(self) -> AudioDesc:
         return AudioDesc(self.segment.name, self.segment.size, self.frames, self.sample_rate, self.generation)
+
+    def close(self) -> None:
+        self.segment.close()
+
+    def unlink(self) -> None:
+        self.segment.unlink()
+
+
+# --------------------------------------------------------------------------------- pyramid
+_PYR_MAGIC = b"SOMAPYR1"
+
+
+@dataclass(frozen=True)
+class PyramidDesc:
+    """What a worker needs to map a file's pyramid (see :mod:`soma_shm.pyramid`)."""
+
+    name: str
+    size: int
+    generation: int
+    samples: int
+    sample_rate: float
+    nfft: int
+    hop: int
+    top: float
+    scale: float
+
+
+class PyramidBlock:
+    """A file's STFT pyramid in shared memory (main process: owner and builder; workers: read-only)."""
+
+    def __init__(self, segment: Segment, layout, generation: int):
+        self.segment = segment
+        self.layout = layout
+        self.generation = generation
+
+    @classmethod
+    def create(cls, layout, generation: int) -> "PyramidBlock":
+        seg = Segment.create("pyramid", HEADER + layout.nbytes)
+        buf = seg.buf
+        buf[0:8] = _PYR_MAGIC
+        np.frombuffer(buf, dtype=np.uint32, count=2, offset=8)[:] = (_VERSION, 0)
+        np.frombuffer(buf, dtype=np.uint64, count=2, offset=16)[:] = (generation, layout.samples)
+        np.frombuffer(buf, dtype=np.float64, count=1, offset=32)[0] = layout.sample_rate
+        np.frombuffer(buf, dtype=np.uint32, count=2, offset=40)[:] = (layout.nfft, layout.hop)
+        return cls(seg, layout, generation)
+
+    def levels_buffer(self) -> np.ndarray:
+        """The flat uint8 buffer the pyramid's levels live in (writable for the owner)."""
+        return self.segment.array(np.uint8, (self.layout.nbytes,), offset=HEADER)
+
+    def mark_complete(self, top: float, scale: float) -> None:
+        """Record the byte scale and mark the pyramid built (after every level is written)."""
+        np.frombuffer(self.segment.buf, dtype=np.float64, count=2, offset=48)[:] = (top, scale)
+        np.frombuffer(self.segment.buf, dtype=np.uint32, count=1, offset=12)[0] = 1
+
+    def desc(self) -> PyramidDesc:
+        top, scale = (float(v) for v in np.frombuffer(self.segment.buf, dtype=np.float64, count=2, offset=48))
+        lay = self.layout
+        return PyramidDesc(self.segment.name, self.segment.size, self.generation, lay.samples,
+                           lay.sample_rate, lay.nfft, lay.hop, top, scale)
+
+    @classmethod
+    def attach(cls, desc: PyramidDesc):
+        """Map a complete pyramid read-only; returns ``(block, Pyramid)``."""
+        from ..pyramid import Pyramid, PyramidLayout
+
+        seg = Segment.attach(desc.name, desc.size, writable=False)
+        buf = seg.buf
+        complete = int(np.frombuffer(buf, dtype=np.uint32, count=1, offset=12)[0])
+        gen = int(np.frombuffer(buf, dtype=np.uint64, count=1, offset=16)[0])
+        if bytes(buf[0:8]) != _PYR_MAGIC or gen != desc.generation or not complete:
+            seg.close()
+            raise SharedMemoryError(
+                f"segment {desc.name!r} is not the complete pyramid of generation {desc.generation}"
+            )
+        layout = PyramidLayout.for_recording(desc.samples, desc.sample_rate, desc.nfft, desc.hop)
+        block = cls(seg, layout, gen)
+        return block, Pyramid(layout, block.levels_buffer(), desc.top, desc.scale)
 
     def close(self) -> None:
         self.segment.close()

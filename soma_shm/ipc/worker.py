@@ -65,6 +65,8 @@ class _State:
         self.audio_block = None
         self.audio = None
         self.ring = None
+        self.pyramid_block = None
+        self.pyramid = None
 
     def attach_audio(self, desc):
         from .blocks import AudioBlock
@@ -77,6 +79,17 @@ class _State:
             self.audio = self.audio_block.samples()
         return self.audio
 
+    def attach_pyramid(self, desc):
+        from .blocks import PyramidBlock
+
+        if self.pyramid_block is None or self.pyramid_block.segment.name != desc.name:
+            self.pyramid = None
+            if self.pyramid_block is not None:
+                self.pyramid_block.close()
+                self.pyramid_block = None
+            self.pyramid_block, self.pyramid = PyramidBlock.attach(desc)
+        return self.pyramid
+
     def attach_ring(self, desc):
         from .blocks import SlotRing
 
@@ -87,11 +100,11 @@ class _State:
         return self.ring
 
     def close(self) -> None:
-        self.audio = None
-        for block in (self.audio_block, self.ring):
+        self.audio = self.pyramid = None
+        for block in (self.audio_block, self.pyramid_block, self.ring):
             if block is not None:
                 block.close()
-        self.audio_block = self.ring = None
+        self.audio_block = self.pyramid_block = self.ring = None
 
 
 def _viewport(state: _State, request_id: int, audio_desc, ring_desc, slot: int, gen: int, p: dict) -> dict:
@@ -105,8 +118,13 @@ def _viewport(state: _State, request_id: int, audio_desc, ring_desc, slot: int, 
     h, w = p["height"], p["width"]
     image, mag = ring.image_buffers(slot, h, w)
     t = time.perf_counter()
-    fn = render.cwt_image if p["method"] == "cwt" else render.stft_image
-    fn(audio, audio_desc.sample_rate, p["t0"], p["t1"], p["fmin"], p["fmax"], w, h, p["settings"], out=mag, check_finite=False)
+    if p.get("pyramid") is not None:
+        pyramid = state.attach_pyramid(p["pyramid"])
+        pyramid.image(p["t0"], p["t1"], p["fmin"], p["fmax"], w, h, p["settings"], out=mag)
+    else:
+        fn = render.cwt_image if p["method"] == "cwt" else render.stft_image
+        fn(audio, audio_desc.sample_rate, p["t0"], p["t1"], p["fmin"], p["fmax"], w, h, p["settings"], out=mag,
+           check_finite=False)
     t_kernel = time.perf_counter() - t
     render.tone_map(mag, p["amp_reference"], p["settings"], out=image)
     t_total = time.perf_counter() - t

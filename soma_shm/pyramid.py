@@ -1,0 +1,280 @@
+"""Multi-resolution pooled STFT pyramid: wide views of long recordings without recomputing.
+
+Built once per file (one pass of FFTs over the recording, the work of one overview), it keeps the
+maximum power of every STFT bin over blocks of frames at several time scales:
+
+- level 0: blocks of ``nfft // hop`` frames (two at the default 50 % overlap), one STFT window
+  (~43 ms) per block: finer time detail than the window's own length is not there to lose;
+- level ``L``: blocks of ``PYRAMID_FACTOR`` level-``L-1`` blocks (8x coarser each step).
+
+Values are bytes: ``DB_STEP`` (0.5 dB) steps of magnitude, byte 255 at ``HEADROOM_DB`` (12 dB)
+above the file's 0 dB level (its ``amp_reference``), so 254 steps reach 115 dB below it, past any
+sensible display floor; louder bins (only possible outside the overview's rows, e.g. DC) clip.
+Size: (nfft/2 + 1) bytes per block, about 1/7 of the float32 audio at the default settings
+(99 MB for an hour at 48 kHz).
+
+A view (:meth:`Pyramid.image`) picks the finest level that gives each column at least
+``MIN_BLOCKS_PER_COLUMN`` blocks (level 0 when even that is too coarse), takes per column the
+maximum of the blocks centred in it and maps bins to rows exactly as :func:`soma_shm.stft_image`
+does. Against ``stft_image`` a view differs by at most half a quantisation step (plus the Hann
+peak refinement of the quantised values, < 0.2 dB) and in where a frame near a column edge is
+counted (at most half a block away, i.e. <= 1/8 of a column above level 0): it is the same
+picture, cut in milliseconds from memory instead of recomputed from hours of audio.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _validate
+from .plans import column_bounds, stft_plan
+from .settings import AnalysisSettings
+
+__all__ = ["Pyramid", "PyramidLayout", "build_pyramid", "PYRAMID_FACTOR", "DB_STEP"]
+
+PYRAMID_FACTOR = 8
+DB_STEP = 0.5  # dB of magnitude per byte step
+MIN_BLOCKS_PER_COLUMN = 4
+HEADROOM_DB = 12.0  # byte 255 this far above the file's 0 dB level
+BUILD_STRIPS = 16  # progress is reported after each 1/16 of level 0
+
+
+def _align(n: int, to: int = 64) -> int:
+    return (n + to - 1) // to * to
+
+
+@dataclass(frozen=True)
+class PyramidLayout:
+    """Where every level of a recording's pyramid lives in one flat byte buffer."""
+
+    samples: int  # of the recording
+    sample_rate: float
+    nfft: int
+    hop: int
+    frames: int  # STFT frames: frame j is centred on sample j*hop, for j*hop < samples
+    frames_per_block: int  # at level 0
+    blocks: tuple[int, ...]  # per level
+    offsets: tuple[int, ...]  # byte offset of each level
+
+    @classmethod
+    def for_recording(cls, samples: int, sample_rate: float, nfft: int, hop: int) -> "PyramidLayout":
+        frames = (samples - 1) // hop + 1
+        f0 = max(1, int(round(nfft / hop)))
+        nb = nfft // 2 + 1
+        blocks = [(frames + f0 - 1) // f0]
+        while blocks[-1] > 1:
+            blocks.append((blocks[-1] + PYRAMID_FACTOR - 1) // PYRAMID_FACTOR)
+        offsets, at = [], 0
+        for b in blocks:
+            offsets.append(at)
+            at += _align(b * nb)
+        return cls(int(samples), float(sample_rate), int(nfft), int(hop), frames, f0, tuple(blocks), tuple(offsets))
+
+    @property
+    def nbins(self) -> int:
+        return self.nfft // 2 + 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.offsets[-1] + _align(self.blocks[-1] * self.nbins)
+
+    def frames_per_block_at(self, level: int) -> int:
+        return self.frames_per_block * PYRAMID_FACTOR**level
+
+    def level_for(self, frames_per_column: float) -> int:
+        """The finest level with at least ``MIN_BLOCKS_PER_COLUMN`` blocks per column (or 0)."""
+        level = 0
+        while (level + 1 < len(self.blocks)
+               and self.frames_per_block_at(level + 1) * MIN_BLOCKS_PER_COLUMN <= frames_per_column):
+            level += 1
+        return level
+
+    def matches(self, sample_rate: float, samples: int, settings: AnalysisSettings) -> bool:
+        """Whether views with ``settings`` can be cut from this pyramid (same frames)."""
+        return (samples == self.samples and sample_rate == self.sample_rate
+                and settings.stft_nfft(sample_rate) == self.nfft and settings.stft_hop(sample_rate) == self.hop)
+
+
+def quantiser(top: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The byte lookup tables for a pyramid whose byte 255 is the calibrated magnitude ``top``.
+
+    Returns ``(lut, power_of)``: ``lut[bits >> 16]`` is the byte of a float32 power (raw, before the
+    calibration ``scale``) with bit pattern ``bits`` (powers above ``top`` give 255); ``power_of[q]``
+    is the raw power a byte stands for (0 for byte 0, "below the range").
+    """
+    idx = np.arange(1 << 15, dtype=np.uint32)  # sign bit clear: powers are >= 0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        power = ((idx << 16) | 0x8000).view(np.float32).astype(np.float64)  # middle of each bucket
+        db = 10.0 * np.log10(power) + 20.0 * math.log10(scale) - 20.0 * math.log10(top)
+        q = np.round(255.0 + db / DB_STEP)
+    q = np.where(np.isnan(q), 255.0, q)  # NaN bit patterns (never produced) as "loud"
+    lut = np.zeros(1 << 16, dtype=np.uint8)
+    lut[: 1 << 15] = np.clip(q, 0, 255)
+    steps = np.arange(256, dtype=np.float64)
+    power_of = (top * 10.0 ** ((steps - 255.0) * DB_STEP / 20.0) / scale) ** 2
+    power_of[0] = 0.0
+    return lut, power_of
+
+
+def peak_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Hann peak refinement by byte difference ``d`` between a spectral peak and its larger
+    neighbour: ``delta_of[d]`` (bins toward the neighbour, 0 = no refinement) and ``gain_of[d]``
+    (magnitude correction ``1 / W(delta)``), as :func:`soma_shm.kernels.stft.bins_to_rows` computes
+    them from the powers the bytes stand for."""
+    d = np.arange(256, dtype=np.float64)
+    alpha = 10.0 ** (-d * DB_STEP / 20.0)  # amplitude ratio neighbour / peak
+    delta = np.minimum((2.0 * alpha - 1.0) / (alpha + 1.0), 0.5)
+    delta = np.where(delta > 1e-6, delta, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.sin(np.pi * delta) / (np.pi * delta * (1.0 - delta * delta))
+    gain = np.where(delta > 0, 1.0 / w, 1.0)
+    return delta, gain
+
+
+class Pyramid:
+    """A recording's pyramid over a flat ``uint8`` buffer (owned, or a shared block's view)."""
+
+    def __init__(self, layout: PyramidLayout, buffer: np.ndarray, top: float, scale: float):
+        if buffer.dtype != np.uint8 or buffer.ndim != 1 or buffer.shape[0] < layout.nbytes:
+            raise _validate.ParameterError(
+                f"a pyramid buffer must be uint8 with at least {layout.nbytes} bytes, got {buffer.dtype} {buffer.shape}"
+            )
+        self.layout = layout
+        self.buffer = buffer
+        self.top = float(top)  # calibrated magnitude of byte 255
+        self.scale = float(scale)  # the STFT's calibration 2 / sum(window)
+        nb = layout.nbins
+        self.levels = [buffer[o : o + b * nb].reshape(b, nb) for o, b in zip(layout.offsets, layout.blocks)]
+        self._tables: tuple[np.ndarray, ...] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return self.layout.nbytes
+
+    def _lookup(self) -> tuple[np.ndarray, ...]:
+        """``mag_of`` (calibrated magnitude per byte), ``delta_of``, ``gain_of`` and ``log k`` per
+        bin, made once."""
+        if self._tables is None:
+            with np.errstate(divide="ignore"):
+                log_bin = np.log(np.arange(self.layout.nbins, dtype=np.float64))
+            mag_of = (np.sqrt(quantiser(self.top, self.scale)[1]) * self.scale).astype(np.float32)
+            self._tables = (mag_of, *(t.astype(np.float32) for t in peak_tables()), log_bin)
+        return self._tables
+
+    def image(
+        self,
+        t0: float,
+        t1: float,
+        fmin: float,
+        fmax: float,
+        width: int,
+        height: int,
+        settings: AnalysisSettings | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Pooled STFT magnitude image ``(height, width)`` float32, cut from the pyramid.
+
+        Same geometry and calibration as :func:`soma_shm.stft_image`.
+
+        Raises
+        ------
+        ParameterError
+            Bad geometry, or ``settings`` whose STFT frames differ from the pyramid's (rebuild it
+            with those settings, or use ``stft_image``).
+        """
+        from .kernels import pyramid as kp
+
+        lay = self.layout
+        settings = _validate.settings_or_default(settings)
+        if not lay.matches(lay.sample_rate, lay.samples, settings):
+            raise _validate.ParameterError(
+                f"the pyramid holds {lay.nfft}-point frames at hop {lay.hop}, but these settings make "
+                f"{settings.stft_nfft(lay.sample_rate)}-point frames at hop {settings.stft_hop(lay.sample_rate)}; "
+                "build a pyramid with these settings or use stft_image"
+            )
+        fs = lay.sample_rate
+        t0, t1, fmin, fmax, width, height = _validate.view(t0, t1, fmin, fmax, width, height, fs, lay.samples / fs)
+        if out is None:
+            out = np.empty((height, width), dtype=np.float32)
+        elif not isinstance(out, np.ndarray) or out.shape != (height, width) or out.dtype != np.float32:
+            raise _validate.ParameterError(
+                f"out must be a float32 array of shape ({height}, {width}), got "
+                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+            )
+        plan = stft_plan(fs, fmin, fmax, height, settings)
+        col_a, col_b = column_bounds(t0, t1, width, fs)
+        level = lay.level_for((t1 - t0) * fs / lay.hop / width)
+        kp.pyramid_image(
+            self.levels[level], lay.frames_per_block_at(level), lay.hop, lay.frames, *self._lookup(),
+            col_a, col_b, plan.bin_row, plan.interp_k, plan.interp_w, plan.log_fmax, plan.log_step,
+            fs / lay.nfft, out,
+        )
+        return out
+
+
+def build_pyramid(
+    audio: Any,
+    sample_rate: float,
+    settings: AnalysisSettings | None = None,
+    reference: float | None = None,
+    out: np.ndarray | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Pyramid:
+    """Build the pooled STFT pyramid of a recording (one pass of FFTs, all threads, GIL released).
+
+    Parameters
+    ----------
+    audio : array_like
+        1-D float32 samples (a shared block's read-only view is fine; nothing is copied).
+    sample_rate : float
+    settings : AnalysisSettings, optional
+        The STFT window and hop; views must use settings with the same ones.
+    reference : float, optional
+        The file's 0 dB magnitude (:func:`soma_shm.render.reference_level`, computed when omitted).
+    out : ndarray, optional
+        ``uint8`` buffer of at least ``PyramidLayout.for_recording(...).nbytes`` bytes (e.g. a shared
+        block); allocated when omitted.
+    progress : callable, optional
+        Called with the fraction built (0..1).
+
+    Examples
+    --------
+    >>> pyr = soma_shm.build_pyramid(x, 48000)                           # doctest: +SKIP
+    >>> img = pyr.image(0, len(x) / 48000, 20, 20000, 2048, 512)         # doctest: +SKIP
+    """
+    from .kernels import pyramid as kp
+
+    fs = _validate.sample_rate(sample_rate)
+    a = _validate.audio_array(audio, check_finite=False)
+    settings = _validate.settings_or_default(settings)
+    layout = PyramidLayout.for_recording(a.shape[0], fs, settings.stft_nfft(fs), settings.stft_hop(fs))
+    if out is None:
+        out = np.empty(layout.nbytes, dtype=np.uint8)
+    if reference is None:
+        from .render import reference_level
+
+        reference = reference_level(a, fs, settings)
+    elif not (isinstance(reference, (int, float, np.floating)) and math.isfinite(reference) and reference > 0):
+        raise _validate.ParameterError(f"reference={reference!r} must be a positive magnitude (the file's 0 dB level)")
+    plan = stft_plan(fs, 20.0, 0.45 * fs, 2, settings)  # window and scale only
+    pyr = Pyramid(layout, out, float(reference) * 10.0 ** (HEADROOM_DB / 20.0), plan.scale)
+    lut, _ = quantiser(pyr.top, plan.scale)
+    base = pyr.levels[0]
+    if progress is not None:
+        progress(0.0)
+    edges = np.linspace(0, base.shape[0], BUILD_STRIPS + 1).astype(np.int64)
+    for i in range(BUILD_STRIPS):
+        if edges[i + 1] > edges[i]:
+            kp.build_base(a, plan.window, layout.hop, layout.frames, layout.frames_per_block, lut,
+                          int(edges[i]), int(edges[i + 1]), base)
+        if progress is not None:
+            progress(0.95 * (i + 1) / BUILD_STRIPS)
+    for lo, hi in zip(pyr.levels[:-1], pyr.levels[1:]):
+        kp.reduce_level(lo, PYRAMID_FACTOR, hi)
+    if progress is not None:
+        progress(1.0)
+    return pyr

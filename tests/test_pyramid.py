@@ -1,0 +1,146 @@
+"""The pooled STFT pyramid: views agree with stft_image, transients survive, levels, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import soma_shm
+from soma_shm.errors import ParameterError
+from soma_shm.pyramid import Pyramid, PyramidLayout, build_pyramid
+
+from .conftest import make_audio
+
+
+def _db(a, b):
+    return np.abs(20 * np.log10(np.maximum(a, 1e-20) / np.maximum(b, 1e-20)))
+
+
+@pytest.fixture(scope="module")
+def steady():
+    """Three steady partials over a -75 dB noise floor: 200 s at 16 kHz."""
+    fs = 16_000
+    return make_audio(200.0, fs, freqs=(97.3, 440.0, 3017.0), amp=0.2, noise=1e-4, seed=3), fs
+
+
+@pytest.fixture(scope="module")
+def steady_pyramid(steady):
+    x, fs = steady
+    return build_pyramid(x, fs)
+
+
+def _aligned_span(pyr: Pyramid, width: int, frames_per_column: int) -> float:
+    lay = pyr.layout
+    return width * frames_per_column * lay.hop / lay.sample_rate
+
+
+@pytest.mark.parametrize("width, frames_per_column", [(400, 2), (300, 16), (100, 64), (24, 512)])
+def test_views_whose_columns_hold_whole_blocks_match_stft_image(steady, steady_pyramid, width, frames_per_column):
+    x, fs = steady
+    pyr = steady_pyramid
+    t1 = _aligned_span(pyr, width, frames_per_column)
+    assert pyr.layout.level_for(frames_per_column) == {2: 0, 16: 0, 64: 1, 512: 2}[frames_per_column]
+    direct = soma_shm.stft_image(x, fs, 0.0, t1, 40.0, 7_000.0, width, 300)
+    cut = pyr.image(0.0, t1, 40.0, 7_000.0, width, 300)
+    assert cut.shape == direct.shape and cut.dtype == np.float32
+    ref = soma_shm.render.reference_level(x, fs)
+    level = 20 * np.log10(np.maximum(direct, 1e-20) / ref)
+    err = _db(cut, direct)
+    strong = level > -40
+    # Bytes are 0.5 dB steps: a partial's pixels are within the half step, plus what the Hann
+    # peak refinement makes of two quantised neighbours.
+    assert np.percentile(err[strong], 99) <= 0.35 and err[strong].max() <= 1.0
+    # The tone-mapped picture is the same to a level or two: everywhere above the faintest
+    # quarter of the scale, and mostly in the noise near the floor too (where a maximum of
+    # noise moves with a quantised neighbour).
+    a, b = soma_shm.tone_map(direct, ref), soma_shm.tone_map(cut, ref)
+    close = np.abs(a.astype(int) - b.astype(int)) <= 2
+    assert close[a >= 64].mean() >= 0.995 and close.mean() >= 0.95
+
+
+@pytest.mark.parametrize("t0, t1, width", [(3.3, 61.7, 1333), (0.0, 200.0, 2048), (17.0, 48.0, 1600), (0.0, 200.0, 97)])
+def test_any_wide_view_of_steady_partials_matches_stft_image(steady, steady_pyramid, t0, t1, width):
+    x, fs = steady
+    direct = soma_shm.stft_image(x, fs, t0, t1, 30.0, 8_000.0, width, 400)
+    cut = steady_pyramid.image(t0, t1, 30.0, 8_000.0, width, 400)
+    ref = soma_shm.render.reference_level(x, fs)
+    strong = direct > ref * 10 ** (-40 / 20)
+    assert strong.sum() > 3 * width  # the three partials are in the picture
+    err = _db(cut, direct)[strong]
+    assert np.percentile(err, 99) <= 0.5 and err.max() <= 1.5
+
+
+def test_a_click_is_never_lost_at_any_width_or_offset():
+    fs = 8_000
+    x = make_audio(300.0, fs, freqs=(), noise=1e-4, seed=5)
+    at = 123.4567
+    x[int(at * fs)] = 0.9
+    pyr = build_pyramid(x, fs)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        span = rng.uniform(31.0, 300.0)
+        t0 = rng.uniform(max(0.0, at - span + 1.0), min(at - 1.0, 300.0 - span))
+        width = int(rng.integers(64, 2049))
+        direct = soma_shm.stft_image(x, fs, t0, t0 + span, 100.0, 3_000.0, width, 64)
+        cut = pyr.image(t0, t0 + span, 100.0, 3_000.0, width, 64)
+        col = int((at - t0) / span * width)
+        lo, hi = max(col - 2, 0), min(col + 3, width)
+        # The click is where it is in the direct image, at its level, and nowhere far from it.
+        # (Its flat spectrum is within 2 dB: the Hann peak refinement lifts the direct image's
+        # ripples by up to 1.4 dB where the pyramid's bytes are level.)
+        assert _db(cut[:, lo:hi].max(), direct[:, lo:hi].max()) <= 2.0
+        far = np.ones(width, bool)
+        far[max(col - 4, 0) : col + 5] = False
+        assert cut[:, far].max() < 0.05 * cut[:, lo:hi].max()
+
+
+def test_views_choose_coarser_levels_for_wider_columns(steady_pyramid):
+    lay = steady_pyramid.layout
+    assert lay.frames_per_block == lay.nfft // lay.hop == 2
+    # The finest level with at least four blocks per column (level L: 2 * 8**L frames per block).
+    assert [lay.level_for(f) for f in (0.5, 2, 63.9, 64, 511, 512, 4096)] == [0, 0, 0, 1, 1, 2, 3]
+    assert lay.blocks[0] == -(-lay.frames // 2) and all(b == -(-a // 8) for a, b in zip(lay.blocks, lay.blocks[1:]))
+    assert lay.blocks[-1] == 1
+    # Bounded size: about 1/7 of the float32 audio, whatever the length.
+    assert steady_pyramid.nbytes < 0.16 * 4 * lay.samples
+
+
+def test_build_writes_into_the_callers_buffer_and_reports_progress(steady):
+    x, fs = steady
+    x = x[: fs * 20]
+    lay = PyramidLayout.for_recording(len(x), fs, 512, 256)
+    buf = np.zeros(lay.nbytes + 100, np.uint8)
+    seen = []
+    pyr = build_pyramid(x, fs, out=buf, progress=seen.append)
+    assert pyr.buffer is buf and pyr.layout == lay and buf[: lay.nbytes].any()
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 10
+
+
+def test_silence_and_tiny_recordings():
+    fs = 8_000
+    pyr = build_pyramid(np.zeros(fs * 40, np.float32), fs)
+    img = pyr.image(0.0, 40.0, 50.0, 4_000.0, 100, 20)
+    assert np.all(img == 0.0)
+    x = make_audio(0.01, fs, freqs=(1000.0,))  # fewer frames than one block
+    pyr = build_pyramid(x, fs)
+    img = pyr.image(0.0, 0.01, 100.0, 4_000.0, 3, 30)
+    direct = soma_shm.stft_image(x, fs, 0.0, 0.01, 100.0, 4_000.0, 3, 30)
+    assert img.max() == pytest.approx(direct.max(), rel=0.06)
+
+
+def test_bad_input_is_a_named_error(steady, steady_pyramid):
+    x, fs = steady
+    pyr = steady_pyramid
+    other = soma_shm.AnalysisSettings(stft_window_ms=100.0)
+    with pytest.raises(ParameterError, match="512-point frames at hop 256.*2048-point.*build a pyramid with these settings"):
+        pyr.image(0, 100, 50, 4000, 100, 50, settings=other)
+    with pytest.raises(ParameterError, match="outside the file"):
+        pyr.image(0, 300, 50, 4000, 100, 50)
+    with pytest.raises(ParameterError, match=r"out must be a float32 array of shape \(50, 100\)"):
+        pyr.image(0, 100, 50, 4000, 100, 50, out=np.empty((50, 100), np.float64))
+    with pytest.raises(ParameterError, match="reference=-1"):
+        build_pyramid(x[:1000], fs, reference=-1.0)
+    with pytest.raises(ParameterError, match="at least"):
+        build_pyramid(x[:fs * 10], fs, out=np.empty(10, np.uint8))
+    out = np.empty((50, 100), np.float32)
+    assert pyr.image(0, 100, 50, 4000, 100, 50, out=out) is out
