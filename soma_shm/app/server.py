@@ -46,6 +46,9 @@ SSE_KEEPALIVE_S = 10.0
 class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: every write goes out at once. With Nagle's algorithm the body written after
+    # the headers (or an event after the last one) waits for the client's delayed ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet: route through logging
         log.debug("http %s " + fmt, self.client_address[0], *args)

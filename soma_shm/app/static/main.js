@@ -13,7 +13,8 @@ window.somaMetrics = metrics;
 const app = {
   file: null, overview: null, viewport: null, partials: [], selected: new Set(), tool: 'pan',
   doc: null, stroke: null, pending: [], requestedKey: null, latestRequest: 0, shownRequest: 0,
-  dpr: 1, drag: null, dirty: true, viewFrame: null,
+  dpr: 1, drag: null, dirty: true, viewFrame: null, cursor: null, cursorFrame: null,
+  sent: new Map(), // request id -> { key, sentAt, answeredAt } of view requests not yet shown
 };
 
 // ------------------------------------------------------------------------------ errors / status
@@ -106,7 +107,8 @@ function paint() {
     canvas.dataset.viewportRequest = String(app.viewport.geom.request_id);
     canvas.dataset.viewportMethod = app.viewport.geom.method;
     metrics.viewports.push({ id: app.viewport.geom.request_id, at: performance.now(), method: app.viewport.geom.method,
-      key: app.viewport.key, timings: app.viewport.geom.timings, window_s: app.viewport.geom.t1 - app.viewport.geom.t0 });
+      key: app.viewport.key, timings: app.viewport.geom.timings, window_s: app.viewport.geom.t1 - app.viewport.geom.t0,
+      page: app.viewport.page });
   }
   const lw = 2 * app.dpr;
   for (const p of app.partials) {
@@ -122,6 +124,13 @@ function paint() {
   ctx.setLineDash([]);
   if (app.stroke && app.stroke.length > 1) { ctx.strokeStyle = '#fff'; polyline(app.stroke); ctx.stroke(); }
   drawRulers();
+}
+
+function writeCursor() {
+  app.cursorFrame = null;
+  if (!app.cursor || !app.file) return;
+  const [x, y] = app.cursor;
+  $('status-cursor').textContent = `${view.t(x).toFixed(3)} s · ${view.f(y).toFixed(1)} Hz`;
 }
 
 function drawRulers() {
@@ -165,18 +174,28 @@ async function requestView(force = false) {
   app.requestedKey = key;
   const body = { t0: view.t0, t1: view.t1, fmin: view.fmin, fmax: view.fmax, width: canvas.width, height: canvas.height };
   metrics.requests++;
+  const sentAt = performance.now();
   const r = await guarded(() => call('view', body));
-  if (r) { app.latestRequest = Math.max(app.latestRequest, r.request_id); app.keys = app.keys || {}; app.keys[r.request_id] = key; }
+  if (r && r.request_id > app.shownRequest) {
+    app.latestRequest = Math.max(app.latestRequest, r.request_id);
+    app.sent.set(r.request_id, { key, sentAt, answeredAt: performance.now() });
+  }
 }
 
 async function onViewport(ev) {
   if (ev.request_id < app.shownRequest) return;
+  const eventAt = performance.now();
   let img;
   try { img = await loadImage(ev.blob); } catch (e) { return; } // replaced meanwhile by a fresher one
   if (ev.request_id < app.shownRequest) { img.bitmap.close(); return; }
   app.shownRequest = ev.request_id;
+  const sent = app.sent.get(ev.request_id) || {};
+  for (const id of app.sent.keys()) if (id <= ev.request_id) app.sent.delete(id);
   if (app.viewport) app.viewport.canvas.close();
-  app.viewport = { geom: { ...ev, width: img.width, height: img.height }, canvas: img.bitmap, key: (app.keys || {})[ev.request_id] };
+  // page: when this request was sent and answered, its event arrived, its bitmap was ready (ms
+  // on the page's clock), and the image worker's fetch / colour / bitmap times.
+  app.viewport = { geom: { ...ev, width: img.width, height: img.height }, canvas: img.bitmap, key: sent.key,
+    page: { sentAt: sent.sentAt, answeredAt: sent.answeredAt, eventAt, imageAt: performance.now(), ...img.ms } };
   invalidate();
 }
 
@@ -254,6 +273,7 @@ function onEvent(ev) {
       $('loading').hidden = true; $('empty').hidden = true; $('error').hidden = true;
       metrics.opens = (metrics.opens || 0) + 1;
       app.file = ev.file; app.viewport = null; app.overview = null; app.shownRequest = 0; app.requestedKey = null; app.pending = [];
+      app.sent.clear();
       delete canvas.dataset.viewportMethod; delete canvas.dataset.viewportRequest;
       canvas.dataset.overview = 'loading';
       $('status').dataset.state = 'ready';
@@ -309,7 +329,10 @@ canvas.addEventListener('pointerdown', (e) => {
 
 canvas.addEventListener('pointermove', (e) => {
   const [x, y] = canvasPoint(e);
-  if (app.file) $('status-cursor').textContent = `${view.t(x).toFixed(3)} s · ${view.f(y).toFixed(1)} Hz`;
+  if (app.file) { // the readout is written once per frame, not once per event
+    app.cursor = [x, y];
+    if (!app.cursorFrame) app.cursorFrame = requestAnimationFrame(writeCursor);
+  }
   if (app.stroke) { app.stroke.push([view.t(x), view.f(y)]); invalidate(); return; }
   if (app.drag) {
     const dx = x - app.drag.x, dy = y - app.drag.y;
