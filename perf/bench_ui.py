@@ -9,7 +9,10 @@ tasks, a requestAnimationFrame loop for frame gaps):
 - ``storm``: a zoom/pan storm (wheel ticks every ~16 ms zooming from the whole file to a 2 s
   window, zoom out/in pairs, pan drags), repeated ``--repeats`` times: the page's longest task,
   its longest frame gap, and the time from the last input to the viewport image of the final
-  view on screen, next to that image's worker compute time.
+  view on screen, next to that image's worker compute time and where the rest went (held for a
+  computation about to end, engine queue, pipe to and from the worker, tone map, the page's
+  fetch / colour / bitmap); then the same view is asked for once more when all is calm, so the
+  storm's figures can be compared with a calm request in the same run.
 
 Targets (issue 5): no long task over 50 ms during the storm; last zoom -> CWT image on screen
 within kernel time + 150 ms for a 2 s window; open a 10-minute 48 kHz file -> overview on
@@ -76,8 +79,38 @@ FINAL_IMAGE = """(after) => {
   const key = last.key ? last.key.split(',').map(Number) : null;
   if (!key || Math.abs(key[0] - t0) > 1e-6 || Math.abs(key[1] - t1) > 1e-6) return null;
   return { at: last.at, method: last.method, window_s: last.window_s, compute_s: last.timings.compute_s ?? null,
-           total_s: last.timings.total_s ?? null, timings: last.timings, requests: window.somaMetrics.requests };
+           total_s: last.timings.total_s ?? null, timings: last.timings, page: last.page || {},
+           requests: window.somaMetrics.requests };
 }"""
+
+# The final view asked for again once everything is calm (no storm, the worker warm): the same
+# image's latency and kernel time without the storm's cancellations and respawns.
+QUIET_REPEAT = """async () => {
+  const token = new URLSearchParams(location.search).get('token');
+  const c = document.querySelector('[data-testid=canvas]');
+  const [t0, t1, fmin, fmax] = c.dataset.view.split(',').map(Number);
+  const v = window.somaMetrics.viewports, n = v.length, started = performance.now();
+  const r = await fetch('/api/view', { method: 'POST', headers: { 'X-Soma-Token': token },
+                                       body: JSON.stringify({ t0, t1, fmin, fmax, width: c.width, height: c.height }) });
+  const id = (await r.json()).result.request_id;
+  while (!v.slice(n).some((e) => e.id === id)) await new Promise((res) => requestAnimationFrame(res));
+  const e = v.slice(n).find((x) => x.id === id);
+  return { latency_s: (e.at - started) / 1000, timings: e.timings, page: e.page || {} };
+}"""
+
+
+def _breakdown(timings: dict, page: dict) -> dict:
+    """Seconds spent per stage of one image, from the backend's and the page's timings."""
+    ms = lambda k: page[k] / 1000.0 if isinstance(page.get(k), (int, float)) else None  # noqa: E731
+    kernel, compute = timings.get("kernel_s"), timings.get("compute_s")
+    return {
+        "held_s": timings.get("held_s"),
+        "engine_queued_s": timings.get("queued_s"),
+        "engine_to_from_worker_s": (timings["overhead_s"] - timings["queued_s"]) if "overhead_s" in timings else None,
+        "tone_map_s": (compute - kernel) if kernel is not None and compute is not None else None,
+        "event_to_bitmap_s": (page["imageAt"] - page["eventAt"]) / 1000.0 if "imageAt" in page else None,
+        "fetch_s": ms("fetch"), "colour_s": ms("colour"), "bitmap_s": ms("bitmap"),
+    }
 
 
 def storm(page, box) -> dict:
@@ -117,6 +150,8 @@ def storm(page, box) -> dict:
                             " return { longtasks: b.longtasks, gaps: b.gaps }; }")
     if final is None:
         raise RuntimeError("the final view's image never reached the screen")
+    page.wait_for_timeout(700)
+    quiet = page.evaluate(QUIET_REPEAT)
     return {
         "ticks": ticks,
         "latency_s": (final["at"] - last_input) / 1000.0,
@@ -131,6 +166,9 @@ def storm(page, box) -> dict:
         "longest_frame_gap_ms": max(figures["gaps"], default=0.0),
         "longest_draw_ms": page.evaluate("() => window.somaMetrics.longestDrawMs"),
         "frames": len(figures["gaps"]),
+        "breakdown": _breakdown(final["timings"], final["page"]),
+        "quiet": {"latency_s": quiet["latency_s"], "kernel_s": quiet["timings"].get("kernel_s"),
+                  "worker_timings": quiet["timings"], "breakdown": _breakdown(quiet["timings"], quiet["page"])},
     }
 
 
@@ -179,6 +217,8 @@ def main() -> int:
     latency, compute = med("latency_s"), med("compute_s")
     kernel = _util.median([s["worker_timings"].get("kernel_s", float("nan")) for s in storms])
     over_kernel = _util.median([s["latency_s"] - s["worker_timings"].get("kernel_s", float("nan")) for s in storms])
+    quiet_over = _util.median([s["quiet"]["latency_s"] - s["quiet"]["kernel_s"] for s in storms])
+    part = lambda key: _util.median([s["breakdown"][key] or 0.0 for s in storms])  # noqa: E731
     rows = [
         ["open 10 min -> overview on screen (s)", _util.median(opens), "<= 1.5", _util.median(opens) <= 1.5],
         ["  first open (cold server process) (s)", opens[0], "-", None],
@@ -192,7 +232,17 @@ def main() -> int:
         ["  worker compute incl. tone map (s)", compute, "-", None],
         ["  latency - kernel (s, median of runs)", over_kernel, "<= 0.150", over_kernel <= 0.150],
         ["  latency - worker compute (s)", latency - compute, "-", None],
+        ["    held for a computation about to end (s)", part("held_s"), "-", None],
+        ["    engine: queued (s)", part("engine_queued_s"), "-", None],
+        ["    engine: to and from the worker (s)", part("engine_to_from_worker_s"), "-", None],
+        ["    worker: tone map (s)", part("tone_map_s"), "-", None],
+        ["    page: event -> bitmap (s)", part("event_to_bitmap_s"), "-", None],
+        ["      fetch / colour / bitmap (s)",
+         "/".join(f"{part(k):.3f}" for k in ("fetch_s", "colour_s", "bitmap_s")), "-", None],
         ["  window (s)", med("window_s"), "2", None],
+        ["same view again, calm: latency - kernel (s)", quiet_over, "-", None],
+        ["  kernel storm / calm (ratio, median)",
+         _util.median([s["worker_timings"]["kernel_s"] / s["quiet"]["kernel_s"] for s in storms]), "-", None],
     ]
     print(f"UI over a {args.seconds:.0f} s 48 kHz recording, {args.repeats} repeats (medians unless noted)")
     print(_util.table([[r[0], r[1], r[2], "" if r[3] is None else ("ok" if r[3] else "MISSED")] for r in rows],
