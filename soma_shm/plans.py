@@ -125,8 +125,15 @@ class CwtPlan:
 
     Rows are split into a few *segments*; each segment is one real FFT of the window padded by the
     wavelet support of its lowest row, so high rows (short wavelets) do not pay for the long
-    padding of low rows. Per row: the band of FFT bins where the Gaussian response exceeds
-    ``eps``, and the length of the inverse FFT that brings that band back at a decimated rate.
+    padding of low rows. A segment of a long window may also be cut in time into *tiles* of whole
+    image columns, each its own padded FFT: an inverse FFT of a few ten thousand samples stays in
+    the core's cache, one of a million does not (and costs about twice as much per sample). The
+    unit of work is then a *work row*: one image row over one tile's columns. Per work row: the
+    band of FFT bins where the Gaussian response exceeds ``eps``, and the length of the inverse
+    FFT that brings that band back at a decimated rate.
+
+    Segment ``g`` starts ``seg_pad[g]`` samples before the window's first sample (negative for
+    tiles that start inside the window) and is ``seg_nfft[g]`` samples long.
 
     Cost (per request): ``sum_g N_g log N_g`` for the forward FFTs plus
     ``sum_rows L_r log L_r`` for the inverse ones, where ``L_r ~ oversample * bandwidth_r * T_g``:
@@ -135,13 +142,17 @@ class CwtPlan:
 
     sample_rate: float
     n_window: int  # samples covered by the image (max over alignments)
-    freqs: np.ndarray  # (H,) row frequencies
-    seg_pad: np.ndarray  # (G,) padding (samples) on each side of the window
+    freqs: np.ndarray  # (H,) image row frequencies
+    seg_pad: np.ndarray  # (G,) samples from each segment's start to the window start
     seg_nfft: np.ndarray  # (G,) forward FFT size
-    row_seg: np.ndarray  # (H,) segment of each row
-    row_klo: np.ndarray  # (H,) first bin of the band
-    row_khi: np.ndarray  # (H,) last bin of the band (inclusive)
-    row_nifft: np.ndarray  # (H,) inverse FFT length
+    row_seg: np.ndarray  # (V,) segment of each work row
+    row_klo: np.ndarray  # (V,) first bin of the band
+    row_khi: np.ndarray  # (V,) last bin of the band (inclusive)
+    row_nifft: np.ndarray  # (V,) inverse FFT length
+    row_freq: np.ndarray  # (V,) frequency of each work row
+    row_image: np.ndarray  # (V,) image row of each work row
+    row_c0: np.ndarray  # (V,) first image column of each work row
+    row_c1: np.ndarray  # (V,) one past its last column
     gauss_a: float  # pi^2 B C^2: response 2 exp(-a (f/fc - 1)^2)
     taper_start: float  # Hz: above it the response rolls off to zero at Nyquist
     taper_width: float  # Hz
@@ -152,10 +163,24 @@ class CwtPlan:
         return len(self.freqs)
 
     def kernel_args(self) -> tuple:
-        """``(segs, rows, wavelet)``: the plan's arrays as the kernels take them."""
+        """``(segs, rows, wavelet)``: the plan's arrays as the kernels take them.
+
+        ``rows`` starts with ``(row_seg, row_klo, row_khi, row_nifft, row_freq)`` (what
+        :func:`soma_shm.kernels.cwt.plan_row` needs) followed by the work-row to image map
+        ``(row_image, row_c0, row_c1)``.
+        """
         return (
             (self.seg_pad, self.seg_nfft),
-            (self.row_seg, self.row_klo, self.row_khi, self.row_nifft, self.freqs),
+            (
+                self.row_seg,
+                self.row_klo,
+                self.row_khi,
+                self.row_nifft,
+                self.row_freq,
+                self.row_image,
+                self.row_c0,
+                self.row_c1,
+            ),
             (self.sample_rate, self.gauss_a, self.taper_start, self.taper_width),
         )
 
@@ -164,43 +189,80 @@ class CwtPlan:
         return int(self.row_nifft.sum())
 
 
-def _segment_rows(pads: np.ndarray, rel_bw: np.ndarray, n_window: int, oversample: float) -> np.ndarray:
-    """Split rows into padding segments; returns the segment id of every row.
+def _fft_cost(n: np.ndarray | float) -> np.ndarray | float:
+    """Relative cost of an FFT of ``n`` points plus a pass over its output.
 
-    Rows are sorted by decreasing frequency, so ``pads`` increases along them. Each segment costs
-    one forward FFT of ``n_window + 2 * pad`` (its largest pad) plus the inverse FFTs of its rows,
-    whose lengths grow with the segment's FFT size. Boundaries are chosen among a ladder of
-    padding thresholds by dynamic programming on that cost model (a handful of candidates, so
-    planning stays well under a millisecond).
+    ``n log2 n`` times a factor that grows once the transform no longer fits the core's cache
+    (measured with the numba FFT on complex64: per ``n log2 n`` about 0.30 ns at 8k points,
+    0.43 at 64k, 0.68 at 160k, 0.83 at 640k), plus a per-sample term for the pooling pass and a
+    fixed cost per transform (allocation, calls, the column edges of each tile): about ns.
+    """
+    n = np.maximum(np.asarray(n, dtype=np.float64), 8.0)
+    lg = np.log2(n)
+    return n * (lg * (0.3 + 0.55 * np.clip((lg - 14.0) / 5.0, 0.0, 1.0)) + 3.0) + 5000.0
+
+
+TILE_COUNTS = (1, 2, 3, 4, 6, 8, 12, 16)
+"""Numbers of time tiles a segment may be cut into."""
+
+MIN_TILE_COLUMNS = 48
+"""A tile spans at least this many image columns (tiles only pay off on long windows)."""
+
+
+def _segment_rows(
+    pads: np.ndarray, rel_bw: np.ndarray, n_window: int, oversample: float, max_tiles: int
+) -> tuple[np.ndarray, list[int]]:
+    """Split rows into padding segments; returns the segment id of every row and each segment's
+    number of time tiles.
+
+    Rows are sorted by decreasing frequency, so ``pads`` increases along them. A segment cut into
+    ``T`` tiles costs ``T`` forward FFTs of ``n_window / T + 2 * pad`` (its largest pad) plus the
+    inverse FFTs of its rows over each tile, whose lengths grow with the tile's FFT size
+    (:func:`_fft_cost`). Boundaries are chosen among a ladder of padding thresholds, and tile
+    counts among :data:`TILE_COUNTS`, by dynamic programming on that cost model (a handful of
+    candidates, so planning stays around a millisecond).
     """
     H = len(pads)
-    ladder = n_window * np.array([0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0])
+    ladder = n_window * np.array([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0])
     cuts = sorted({int(np.searchsorted(pads, t, side="right")) for t in ladder} | {H})
     cuts = [c for c in cuts if 0 < c <= H]
     bounds = [0] + cuts
+    tiles = np.array([t for t in TILE_COUNTS if t <= max_tiles], dtype=np.float64)
 
-    def cost(i: int, j: int) -> float:  # rows bounds[i]:bounds[j]
-        lo, hi = bounds[i], bounds[j]
-        n = n_window + 2.0 * float(pads[hi - 1])
-        lengths = np.maximum(oversample * rel_bw[lo:hi] * n, 8.0)
-        return 0.5 * n * math.log2(n) + float(np.sum(lengths * np.log2(lengths)))
+    # A segment's FFT size depends only on its last row (the largest pad) and its tile count, so
+    # per end bound: the forward cost and cumulative inverse costs over the rows, per tile count.
+    fwd, inv_cum = {}, {}
+    for j in range(1, len(bounds)):
+        n = n_window / tiles + 2.0 * float(pads[bounds[j] - 1])  # one FFT size per tile count
+        fwd[j] = 0.5 * _fft_cost(n)
+        rows = _fft_cost(oversample * rel_bw[: bounds[j], None] * n[None, :])
+        inv_cum[j] = np.concatenate([np.zeros((1, len(tiles))), np.cumsum(rows, axis=0)])
+
+    def cost(i: int, j: int) -> tuple[float, int]:  # rows bounds[i]:bounds[j], best tile count
+        c = tiles * (fwd[j] + inv_cum[j][bounds[j]] - inv_cum[j][bounds[i]])
+        t = int(np.argmin(c))
+        return float(c[t]), int(tiles[t])
 
     k = len(bounds)
     best = [0.0] + [math.inf] * (k - 1)
     prev = [0] * k
+    seg_t = [1] * k
     for j in range(1, k):
         for i in range(j):
-            c = best[i] + cost(i, j)
+            c, t = cost(i, j)
+            c += best[i]
             if c < best[j]:
-                best[j], prev[j] = c, i
+                best[j], prev[j], seg_t[j] = c, i, t
     seg = np.empty(H, dtype=np.int64)
     j, chosen = k - 1, []
     while j > 0:
-        chosen.append((prev[j], j))
+        chosen.append((prev[j], j, seg_t[j]))
         j = prev[j]
-    for g, (i, j) in enumerate(reversed(chosen)):
+    seg_tiles = []
+    for g, (i, j, t) in enumerate(reversed(chosen)):
         seg[bounds[i] : bounds[j]] = g
-    return seg
+        seg_tiles.append(t)
+    return seg, seg_tiles
 
 
 @lru_cache(maxsize=64)
@@ -223,15 +285,40 @@ def cwt_plan(
     taper_sigma = 1.0 / (2.0 * math.pi * NYQUIST_TAPER)
     pads = np.ceil(kt * (wavelet_sigma_samples(freqs, fs, settings) + taper_sigma)).astype(np.int64) + 2
     h = wavelet_band_halfwidth(settings, eps)
-    seg = _segment_rows(pads, 2.0 * h * freqs / fs, int(n_window), oversample)
-    nseg = int(seg.max()) + 1
-    seg_pad = np.array([pads[seg == g].max() for g in range(nseg)], dtype=np.int64)
-    # +2: the window may cover one more sample depending on where t0 falls between samples.
-    seg_nfft = np.array([next_fast_len(int(n_window + 2 + 2 * p), real=True) for p in seg_pad], dtype=np.int64)
+    n_window = int(n_window)
+    seg, seg_tiles = _segment_rows(pads, 2.0 * h * freqs / fs, n_window, oversample, max(1, width // MIN_TILE_COLUMNS))
 
-    nfft_row = seg_nfft[seg].astype(np.float64)
+    # Expand segments into tiles. Tile k of T covers columns [c_k, c_{k+1}), c_k = round(k W / T).
+    # Column c starts within 2 samples of c (n_window - 1) / W after the window's first sample,
+    # whatever t0 is (column_bounds), so a tile's FFT starts 3 samples early and ends 3 late. All
+    # tiles of a segment share one FFT size (the largest), so a row's band and inverse-FFT length
+    # are the same in each of them.
+    spc = (n_window - 1) / max(width, 1)
+    nseg = len(seg_tiles)
+    row_nfft = np.zeros(nseg, dtype=np.int64)
+    tile_pad, tile_seg, tile_c0, tile_c1 = [], [], [], []
+    for g, t in enumerate(seg_tiles):
+        p = int(pads[seg == g].max())
+        edges = [int(round(k * width / t)) for k in range(t + 1)]
+        span = 0
+        for k in range(t):
+            first = 0 if k == 0 else int(math.floor(edges[k] * spc)) - 3
+            # +2 (last tile): the window may cover one more sample depending on where t0 falls.
+            stop = n_window + 2 if k == t - 1 else int(math.floor(edges[k + 1] * spc)) + 3
+            span = max(span, stop - first)
+            tile_pad.append(p - first)
+            tile_seg.append(g)
+            tile_c0.append(edges[k])
+            tile_c1.append(edges[k + 1])
+        row_nfft[g] = next_fast_len(int(span + 2 * p), real=True)
+    tile_seg = np.array(tile_seg, dtype=np.int64)
+    seg_pad = np.array(tile_pad, dtype=np.int64)
+    seg_nfft = row_nfft[tile_seg]
+
+    # Band and inverse-FFT length per image row (from its segment's FFT size).
+    nfft_row = row_nfft[seg].astype(np.float64)
     # The analytic response covers 0 < f < fs/2: the Nyquist bin itself (even sizes) is excluded.
-    nyq_bin = ((seg_nfft[seg] - 1) // 2).astype(np.int64)
+    nyq_bin = ((row_nfft[seg] - 1) // 2).astype(np.int64)
     klo = np.maximum(np.ceil(freqs * (1.0 - h) * nfft_row / fs), 1).astype(np.int64)
     khi = np.minimum(np.floor(freqs * (1.0 + h) * nfft_row / fs), nyq_bin).astype(np.int64)
     khi = np.maximum(khi, klo)
@@ -241,18 +328,29 @@ def cwt_plan(
     col_samples = oversample * nb / nfft_row * (n_window / max(width, 1))
     rate = np.where(col_samples >= WIDE_COLUMN_SAMPLES, oversample, oversample * NARROW_COLUMN_BOOST)
     nifft = np.array([next_fast_len(max(8, int(math.ceil(q * n)))) for q, n in zip(rate, nb)], dtype=np.int64)
+
+    # Work rows: every image row over every tile of its segment.
+    tiles_of = [np.flatnonzero(tile_seg == g) for g in range(nseg)]
+    w_img = np.concatenate([np.repeat(np.flatnonzero(seg == g), len(tiles_of[g])) for g in range(nseg)])
+    w_seg = np.concatenate([np.tile(tiles_of[g], int(np.sum(seg == g))) for g in range(nseg)])
+    tile_c0 = np.array(tile_c0, dtype=np.int64)
+    tile_c1 = np.array(tile_c1, dtype=np.int64)
     taper_width, taper_start = nyquist_taper(fs, eps)
     b, c = settings.wavelet_bandwidth, settings.wavelet_center
     return CwtPlan(
         sample_rate=fs,
-        n_window=int(n_window),
+        n_window=n_window,
         freqs=_frozen(freqs),
         seg_pad=_frozen(seg_pad),
         seg_nfft=_frozen(seg_nfft),
-        row_seg=_frozen(seg),
-        row_klo=_frozen(klo),
-        row_khi=_frozen(khi),
-        row_nifft=_frozen(nifft),
+        row_seg=_frozen(w_seg),
+        row_klo=_frozen(klo[w_img]),
+        row_khi=_frozen(khi[w_img]),
+        row_nifft=_frozen(nifft[w_img]),
+        row_freq=_frozen(freqs[w_img]),
+        row_image=_frozen(w_img),
+        row_c0=_frozen(tile_c0[w_seg]),
+        row_c1=_frozen(tile_c1[w_seg]),
         gauss_a=math.pi**2 * b * c * c,
         taper_start=taper_start,
         taper_width=taper_width,

@@ -448,12 +448,16 @@ def segment_spectra(audio, s0, seg_pad, seg_nfft):
 def plan_row(spectra, offsets, segs, rows, wavelet, r):
     """Decimated baseband W of plan row ``r``: returns ``(y, scale, segment)``.
 
-    ``segs = (seg_pad, seg_nfft)``, ``rows = (row_seg, row_klo, row_khi, row_nifft, row_fc)`` and
-    ``wavelet = (sample_rate, gauss_a, taper_start, taper_width)`` are a :class:`CwtPlan`'s arrays
-    (see ``CwtPlan.kernel_args``); ``spectra``/``offsets`` come from :func:`segment_spectra`.
+    ``segs = (seg_pad, seg_nfft)``, ``rows = (row_seg, row_klo, row_khi, row_nifft, row_fc, ...)``
+    and ``wavelet = (sample_rate, gauss_a, taper_start, taper_width)`` are a :class:`CwtPlan`'s
+    arrays (see ``CwtPlan.kernel_args``); ``spectra``/``offsets`` come from :func:`segment_spectra`.
     """
-    seg_pad, seg_nfft = segs
-    row_seg, row_klo, row_khi, row_nifft, row_fc = rows
+    seg_nfft = segs[1]
+    row_seg = rows[0]
+    row_klo = rows[1]
+    row_khi = rows[2]
+    row_nifft = rows[3]
+    row_fc = rows[4]
     sample_rate, gauss_a, taper_start, taper_width = wavelet
     g = row_seg[r]
     nfft = seg_nfft[g]
@@ -477,13 +481,21 @@ def cwt_pooled_image(audio, s0, segs, rows, wavelet, row_order, col_a, col_b, ou
 
     ``s0`` is the absolute index of the window's first sample; ``col_a``/``col_b`` are column
     sample bounds relative to ``s0``; ``segs, rows, wavelet`` are the plan's arrays (see
-    :func:`plan_row`). ``row_order`` lists the rows in the order the threads should take them
-    (interleaved by cost so that a static split of the ``prange`` is balanced).
+    :func:`plan_row`; ``rows[5:8]`` map each work row to its image row and columns).
+    ``row_order`` lists the work rows in the order the threads should take them (interleaved by
+    cost so that a static split of the ``prange`` is balanced).
     """
     seg_pad, seg_nfft = segs
     row_nifft = rows[3]
+    row_image = rows[5]
+    row_c0 = rows[6]
+    row_c1 = rows[7]
     spectra, offsets = segment_spectra(audio, s0, seg_pad, seg_nfft)
     for i in prange(row_order.shape[0]):
         r = row_order[i]
         y, scale, g = plan_row(spectra, offsets, segs, rows, wavelet, r)
-        pool_row(y, seg_nfft[g] / row_nifft[r], seg_pad[g], col_a, col_b, scale, out[r])
+        c0 = row_c0[r]
+        c1 = row_c1[r]
+        pool_row(
+            y, seg_nfft[g] / row_nifft[r], seg_pad[g], col_a[c0:c1], col_b[c0:c1], scale, out[row_image[r], c0:c1]
+        )
