@@ -5,6 +5,8 @@ Public surface (everything else is private or lives in a subpackage with its own
 - :class:`AnalysisSettings` - wavelet, snapping and display settings (frozen).
 - :func:`cwt_image`, :func:`stft_image` - calibrated, max-pooled magnitude images.
 - :func:`tone_map` - magnitude to uint8 via dB, clamp and gamma.
+- :func:`build_pyramid` / :class:`Pyramid` - a recording's pooled STFT pyramid: wide views of
+  long recordings cut in milliseconds instead of recomputed.
 - :func:`snap_trace` - a hand-drawn trace to a partial on the CWT ridge.
 - :class:`Engine` - shared audio, persistent workers, terminate-and-respawn cancellation.
 - :func:`load_audio` - decode a file to mono float32.
@@ -41,6 +43,8 @@ _LAZY = {
     "stft_image": "render",
     "tone_map": "render",
     "snap_trace": "snap",
+    "build_pyramid": "pyramid",
+    "Pyramid": "pyramid",
     "Engine": "engine",
     "EngineOptions": "engine",
     "load_audio": "audio",
@@ -80,5 +84,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from .audio import audio_info, load_audio
     from .engine import Engine, EngineOptions
+    from .pyramid import Pyramid, build_pyramid
     from .render import cwt_image, stft_image, tone_map
     from .snap import snap_trace

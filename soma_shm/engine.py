@@ -447,6 +447,7 @@ class Engine:
         self._audio = None
         self._pyramid_block = None
         self._pyramid = None
+        self._pyramid_build_s = 0.0
         self._info: FileInfo | None = None
         self._generation = 0
         self.amp_reference: float | None = None
@@ -602,8 +603,8 @@ class Engine:
             block.close()
             block.unlink()
             raise
-        log.info("pyramid built bytes=%d levels=%d in %.3f s", layout.nbytes, len(layout.blocks),
-                 time.perf_counter() - t)
+        self._pyramid_build_s = time.perf_counter() - t
+        log.info("pyramid built bytes=%d levels=%d in %.3f s", layout.nbytes, len(layout.blocks), self._pyramid_build_s)
         return block, pyramid
 
     def _pyramid_for(self, method: str, span: float):
@@ -722,7 +723,8 @@ class Engine:
         """Counters per role: requests, done, errors, cancels, respawns, timeouts, crashes,
         dropped, bytes/messages over the pipes, worker pids, startup latencies, and the slots
         (``total``, ``computing`` = leased to a request, ``held`` = results the caller has not
-        released, ``capacity_bytes`` per slot)."""
+        released, ``capacity_bytes`` per slot); ``pyramid``: the open file's pyramid (``bytes``,
+        ``levels``, ``build_s``) or None."""
         with self._lock:
             out = {}
             for name, r in self._roles.items():
@@ -742,6 +744,11 @@ class Engine:
                 out[name] = s
             out["start_method"] = self.options.method
             out["generation"] = self._generation
+            pyr = self._pyramid
+            out["pyramid"] = None if pyr is None else {
+                "bytes": pyr.nbytes, "levels": len(pyr.layout.blocks), "build_s": self._pyramid_build_s,
+                "frames_per_block": pyr.layout.frames_per_block,
+            }
             return out
 
     def worker_pids(self, role: Role | None = None) -> list[int]:

@@ -36,11 +36,12 @@ def _fill_frames(audio, j0, hop, window, frames):
                 frames[f, i] = 0.0
 
 
+FRAMES_PER_FFT_CALL = 32  # frames transformed at once: bounds memory per thread (~0.5 MiB at 2048)
+
+
 @jit
 def _pooled_power(spec, power):
-    """``power[k] = max_f |spec[f, k]|^2``."""
-    for k in range(power.shape[0]):
-        power[k] = 0.0
+    """``power[k] = max(power[k], max_f |spec[f, k]|^2)``."""
     for f in range(spec.shape[0]):
         for k in range(power.shape[0]):
             v = spec[f, k]
@@ -103,7 +104,8 @@ def stft_pooled_image(
     """Pooled STFT magnitude image written into ``out`` (H, W) float32.
 
     Frame ``j`` is centred on sample ``j*hop``. Column ``c`` pools the frames centred in
-    ``col_a[c]..col_b[c]`` (absolute sample indices), or the frame nearest its centre.
+    ``col_a[c]..col_b[c]`` (absolute sample indices), or the frame nearest its centre, in
+    batches of ``FRAMES_PER_FFT_CALL`` frames (memory per thread does not grow with the column).
     """
     H, W = out.shape
     nfft = window.shape[0]
@@ -115,11 +117,12 @@ def stft_pooled_image(
         if j1 < j0:
             j0 = int(math.floor(0.5 * (col_a[c] + col_b[c]) / hop + 0.5))
             j1 = j0
-        frames = np.empty((j1 - j0 + 1, nfft), dtype=np.float32)
-        _fill_frames(audio, j0, hop, window, frames)
-        spec = np.fft.rfft(frames)
-        power = np.empty(nb, dtype=np.float64)
-        _pooled_power(spec, power)
+        power = np.zeros(nb, dtype=np.float64)
+        frames = np.empty((min(j1 - j0 + 1, FRAMES_PER_FFT_CALL), nfft), dtype=np.float32)
+        for f0 in range(j0, j1 + 1, FRAMES_PER_FFT_CALL):
+            part = frames[: min(FRAMES_PER_FFT_CALL, j1 + 1 - f0)]
+            _fill_frames(audio, f0, hop, window, part)
+            _pooled_power(np.fft.rfft(part), power)
         rows = np.empty(H, dtype=np.float64)
         bins_to_rows(power, bin_row, interp_k, interp_w, log_fmax, log_step, bin_hz, rows)
         for r in range(H):
