@@ -208,12 +208,34 @@ class Pyramid:
         plan = stft_plan(fs, fmin, fmax, height, settings)
         col_a, col_b = column_bounds(t0, t1, width, fs)
         level = lay.level_for((t1 - t0) * fs / lay.hop / width)
+        row_k0, row_k1, k_lo, k_hi = _row_bins(plan)
         kp.pyramid_image(
             self.levels[level], lay.frames_per_block_at(level), lay.hop, lay.frames, *self._lookup(),
-            col_a, col_b, plan.bin_row, plan.interp_k, plan.interp_w, plan.log_fmax, plan.log_step,
-            fs / lay.nfft, out,
+            col_a, col_b, row_k0, row_k1, k_lo, k_hi, plan.interp_k, plan.interp_w, plan.log_fmax,
+            plan.log_step, fs / lay.nfft, out,
         )
         return out
+
+
+def _row_bins(plan) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Per row the range of bins it holds (rows hold contiguous bins, in decreasing frequency),
+    and the bins whose refined peak can land in a row (one bin beyond the rows' outer bands)."""
+    H = plan.height
+    k = np.flatnonzero(plan.bin_row >= 0)
+    rows = plan.bin_row[k]
+    row_k0 = np.zeros(H, dtype=np.int64)
+    row_k1 = np.zeros(H, dtype=np.int64)
+    if k.size:
+        # bin_row is non-increasing in k over the bins that have a row.
+        first = np.r_[True, rows[1:] != rows[:-1]]
+        starts = k[first]
+        ends = np.r_[k[np.flatnonzero(first)[1:] - 1], k[-1]] + 1
+        row_k0[rows[first]] = starts
+        row_k1[rows[first]] = ends
+    lo_f = plan.freqs[-1] * math.exp(-0.5 * plan.log_step)
+    hi_f = plan.freqs[0] * math.exp(0.5 * plan.log_step)
+    bin_hz = plan.sample_rate / plan.nfft
+    return row_k0, row_k1, max(int(lo_f / bin_hz) - 1, 1), int(math.ceil(hi_f / bin_hz)) + 2
 
 
 def build_pyramid(

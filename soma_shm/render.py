@@ -6,6 +6,7 @@ audio block; they never copy the whole recording.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -279,9 +280,32 @@ def tone_map(
     elif not out.flags.writeable:
         raise _validate.ParameterError("out must be writeable")
     _, _, tonemap = _kernels()
-    thresholds = tone_thresholds(ref, settings)
-    tonemap.tone_map_kernel(mag.reshape(-1), thresholds, out.reshape(-1))
+    if mag.dtype == np.float32 and mag.flags.c_contiguous and out.flags.c_contiguous:
+        thresholds, lo, hi = _tone_buckets(ref, settings.min_db, settings.max_db, settings.gamma)
+        tonemap.tone_map_float32(mag.reshape(-1), thresholds, lo, hi, out.reshape(-1))
+    else:
+        tonemap.tone_map_kernel(np.ascontiguousarray(mag).reshape(-1), tone_thresholds(ref, settings), out.reshape(-1))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _tone_buckets(ref: float, min_db: float, max_db: float, gamma: float):
+    """Thresholds and, per float32 bucket (top 16 bits), the number of them at or below its
+    smallest and largest value (see :func:`soma_shm.kernels.tonemap.tone_map_float32`)."""
+    settings = AnalysisSettings(min_db=min_db, max_db=max_db, gamma=gamma)
+    thresholds = tone_thresholds(ref, settings)
+    b = np.arange(1 << 16, dtype=np.uint32)
+    with np.errstate(invalid="ignore"):  # NaN patterns; set below
+        first = (b << 16).view(np.float32).astype(np.float64)
+        last = ((b << 16) | 0xFFFF).view(np.float32).astype(np.float64)
+    lo = np.searchsorted(thresholds, first, side="right").astype(np.uint8)
+    hi = np.searchsorted(thresholds, last, side="right").astype(np.uint8)
+    special = (b >= 0x7F80) & (b < 0x8000)  # +inf and NaN patterns: +inf is above every threshold
+    lo[special] = hi[special] = len(thresholds)
+    lo[b >= 0x8000] = hi[b >= 0x8000] = 0  # negative (never reached: caught by the floor test)
+    for a in (thresholds, lo, hi):
+        a.flags.writeable = False
+    return thresholds, lo, hi
 
 
 def tone_thresholds(amp_reference: float, settings: AnalysisSettings) -> np.ndarray:

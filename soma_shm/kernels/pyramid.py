@@ -95,26 +95,24 @@ def _block_range(ca, cb, hop, S, nblocks, last_frame):
 
 
 @jit
-def _column_rows(q, row_q, mag_of, delta_of, gain_of, log_bin, bin_row, interp_k, interp_w,
+def _column_rows(q, mag_of, delta_of, gain_of, log_bin, row_k0, row_k1, k_lo, k_hi, interp_k, interp_w,
                  row_pos0, log_step, rows):
     """Rows (calibrated magnitude) of one column from its pooled bytes ``q``; see pyramid_image."""
     nb = q.shape[0]
     H = rows.shape[0]
     for r in range(H):
-        row_q[r] = 0
-    for k in range(nb):
-        r = bin_row[k]
-        if r >= 0 and q[k] > row_q[r]:
-            row_q[r] = q[k]
-    for r in range(H):
-        rows[r] = mag_of[row_q[r]]
+        m = 0
+        for k in range(row_k0[r], row_k1[r]):
+            m = max(m, q[k])
+        rows[r] = mag_of[m]
         k = interp_k[r]
         if k >= 0:
             w = interp_w[r]
             a = (1.0 - w) * mag_of[q[k]] + w * mag_of[q[k + 1]]
             if a > rows[r]:
                 rows[r] = a
-    for k in range(1, nb - 1):
+    inv_step = 1.0 / log_step
+    for k in range(max(k_lo, 1), min(k_hi, nb - 1)):
         q0 = q[k]
         if q0 == 0 or not (q0 > q[k - 1] and q0 >= q[k + 1]):
             continue
@@ -138,8 +136,9 @@ def _column_rows(q, row_q, mag_of, delta_of, gain_of, log_bin, bin_row, interp_k
         if k < 8:
             log_f = math.log(k + sk)
         else:
-            log_f = log_bin[k] + sk / k - 0.5 * (sk / k) ** 2
-        r = int(math.floor((row_pos0 - log_f) / log_step + 0.5))
+            u = sk / k
+            log_f = log_bin[k] + u - 0.5 * u * u
+        r = int(math.floor((row_pos0 - log_f) * inv_step + 0.5))
         if 0 <= r < H:
             a = mag_of[q0] * gain_of[d]
             if a > rows[r]:
@@ -149,9 +148,12 @@ def _column_rows(q, row_q, mag_of, delta_of, gain_of, log_bin, bin_row, interp_k
 @jit_parallel
 def pyramid_image(
     level, frames_per_block, hop, n_frames, mag_of, delta_of, gain_of, log_bin, col_a, col_b,
-    bin_row, interp_k, interp_w, log_fmax, log_step, bin_hz, out,
+    row_k0, row_k1, k_lo, k_hi, interp_k, interp_w, log_fmax, log_step, bin_hz, out,
 ):
     """Pooled STFT magnitude image cut from one pyramid level, written into ``out`` (H, W).
+
+    Row ``r`` holds bins ``row_k0[r]..row_k1[r]-1`` (none where it interpolates); only bins
+    ``k_lo..k_hi-1`` can be refined into a row.
 
     Column ``c`` holds the frames centred in samples ``col_a[c]..col_b[c]``; it takes the blocks
     whose centre frame index ``b*S + (S-1)/2`` lies in ``[ja - 1/2, jb + 1/2)`` of its first and
@@ -177,7 +179,6 @@ def pyramid_image(
         c0 = t * COLUMNS_PER_TASK
         c1 = min(W, c0 + COLUMNS_PER_TASK)
         q = np.empty(nb, dtype=np.uint8)
-        row_q = np.empty(H, dtype=np.uint8)
         rows = np.empty(H, dtype=np.float32)
         tile = np.empty((H, c1 - c0), dtype=np.float32)
         for c in range(c0, c1):
@@ -186,9 +187,8 @@ def pyramid_image(
                 q[k] = level[lo, k]
             for b in range(lo + 1, hi + 1):
                 for k in range(nb):
-                    if level[b, k] > q[k]:
-                        q[k] = level[b, k]
-            _column_rows(q, row_q, mag_of, delta_of, gain_of, log_bin, bin_row, interp_k, interp_w,
+                    q[k] = max(q[k], level[b, k])
+            _column_rows(q, mag_of, delta_of, gain_of, log_bin, row_k0, row_k1, k_lo, k_hi, interp_k, interp_w,
                          row_pos0, log_step, rows)
             for r in range(H):
                 tile[r, c - c0] = rows[r]
