@@ -131,3 +131,48 @@ def test_truncated_wav_yields_the_frames_present(tmp_path):
     samples, _ = soma_shm.load_audio(cut)
     assert 0 < len(samples) < len(x)
     np.testing.assert_array_equal(samples, x[: len(samples)])
+
+
+_LOSSLESS = [
+    ("WAV", "PCM_U8", 8_000, 1, 1 / 2**7),
+    ("WAV", "PCM_16", 44_100, 2, 1 / 2**15),
+    ("WAV", "PCM_24", 96_000, 3, 1 / 2**23),
+    ("WAV", "PCM_32", 192_000, 1, 1 / 2**31),
+    ("WAV", "FLOAT", 384_000, 2, 0.0),
+    ("W64", "DOUBLE", 48_000, 2, 1e-7),
+    ("RF64", "PCM_16", 22_050, 1, 1 / 2**15),
+    ("FLAC", "PCM_16", 8_000, 2, 1 / 2**15),
+    ("FLAC", "PCM_24", 384_000, 1, 1 / 2**23),
+    ("AIFF", "PCM_24", 48_000, 2, 1 / 2**23),
+]
+
+
+@pytest.mark.parametrize("fmt, subtype, fs, channels, atol", _LOSSLESS)
+def test_lossless_formats_rates_and_channels_decode_exactly(tmp_path, fmt, subtype, fs, channels, atol):
+    rng = np.random.default_rng(fs + channels)
+    data = (0.9 * rng.uniform(-1, 1, (fs // 2, channels))).astype(np.float32)
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, data, fs, format=fmt, subtype=subtype)
+    info = audio.audio_info(path)
+    assert (info.frames, info.sample_rate, info.channels, info.subtype) == (fs // 2, fs, channels, subtype)
+    seen = []
+    x, rate = audio.load_audio(path, progress=seen.append)
+    assert rate == fs and x.dtype == np.float32 and x.shape == (fs // 2,) and seen[-1] == 1.0
+    # Each channel is within its format's step of what was written; the mix is their mean.
+    np.testing.assert_allclose(x, data.mean(axis=1), rtol=0, atol=atol + 1e-7)
+
+
+@pytest.mark.parametrize("fmt, subtype, fs", [
+    ("OGG", "VORBIS", 8_000), ("OGG", "VORBIS", 96_000), ("OGG", "OPUS", 48_000), ("OGG", "OPUS", 16_000),
+    ("MP3", "MPEG_LAYER_III", 44_100), ("MP3", "MPEG_LAYER_III", 8_000),
+])
+def test_lossy_formats_keep_the_tone(tmp_path, fmt, subtype, fs):
+    f0 = fs / 16
+    x = make_audio(1.0, fs, freqs=(f0,), amp=0.5)
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, np.stack([x, x], axis=1), fs, format=fmt, subtype=subtype)
+    y, rate = audio.load_audio(path)
+    assert rate == fs and abs(len(y) - len(x)) <= fs // 20
+    img = soma_shm.stft_image(y, fs, 0.3, 0.7, f0 / 2, f0 * 2, 4, 61)
+    row = int(np.argmax(img.max(axis=1)))
+    assert row == 30 and 20 * np.log10(img.max() / 0.5) == pytest.approx(0.0, abs=1.0)
