@@ -3,8 +3,13 @@
 - ``_jit``      : the one place that holds numba options (cache, nogil, fastmath, parallel).
 - ``cwt``       : band-limited, decimated complex-Morlet CWT rows, max-pooled into image columns.
 - ``stft``      : Hann-framed STFT pooled over every frame into a log-frequency image.
+- ``pyramid``   : a recording's pooled STFT pyramid (bytes per bin and block) and views cut from it.
 - ``tonemap``   : magnitude -> dB -> clamp -> gamma -> uint8.
 - ``snap``      : CWT evaluated at trace points on a fine log grid, ridge tracking.
+
+numba's cache is keyed on each module's own source: a kernel that calls a kernel of another
+module (``pyramid`` uses ``stft``, ``snap`` uses ``cwt``) keeps its cached copy of the callee until its
+own module changes; after changing a shared helper, touch the modules that call it.
 
 Public wrappers that validate and plan live in :mod:`soma_shm.render` and :mod:`soma_shm.snap`.
 """
