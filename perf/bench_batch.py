@@ -87,7 +87,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         out = render_files(paths, **kw)
         record("inprocess", time.perf_counter() - t, out)
-        with soma_shm.Engine() as eng:
+        with soma_shm.Engine(pyramid=False) as eng:  # one image per file: no pyramid to amortise
             eng.wait_ready(120)
             t = time.perf_counter()
             out = render_files(paths, engine=eng, **kw)

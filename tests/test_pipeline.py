@@ -47,9 +47,13 @@ def test_render_file_is_the_kernel_and_the_reference_level(files):
 
 def test_engine_and_in_process_batches_are_identical(files, tmp_path, no_leaks):
     a = render_files(files, **KW)
-    with soma_shm.Engine() as eng:
+    long = tmp_path / "long.wav"
+    sf.write(long, demo_recording(40.0, FS, seed=9), FS)
+    with soma_shm.Engine(pyramid=False) as eng:
         b = render_files(files, engine=eng, out_dir=tmp_path, png=True, npy=True, **KW)
+        wide = render_files([str(long)], engine=eng, method="stft")  # 40 s: an STFT view
     assert _same(a, b)
+    assert _same(render_files([str(long)], method="stft"), wide)
     for r in b:
         png, npy = r.outputs
         assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -122,7 +122,10 @@ def render_files(
         Audio files.
     engine : soma_shm.Engine, optional
         Compute in its viewport worker (the file is decoded into shared memory; the image comes
-        back through a shared slot). Opening a file cancels the engine's pending requests.
+        back through a shared slot). Opening a file cancels the engine's pending requests. For
+        batches create it with ``pyramid=False``: a file's STFT pyramid pays off only for many
+        wide views, and without it every image equals the in-process one bit for bit (with it,
+        STFT windows wider than 30 s are cut from the pyramid, within 0.5 dB).
     out_dir, png, npy : optional
         Write ``<stem>.png`` / ``<stem>.npy`` for every file into ``out_dir``.
     keep : bool
