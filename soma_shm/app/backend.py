@@ -64,7 +64,6 @@ API_METHODS = (
 
 OVERVIEW_WIDTH = 2048
 OVERVIEW_HEIGHT = 384
-OVERVIEW_STRIPS = 8
 PROGRESS_STEP = 0.1  # a progress event at least every tenth of a stage
 OVERVIEW_FMIN = 20.0
 BLOBS_KEPT = 6
@@ -331,6 +330,8 @@ class AppBackend:
         def progress(stage: str, fraction: float) -> None:
             # At most one event per 50 ms, but always the ends of a stage and every step of at
             # least PROGRESS_STEP, so a fast stage still shows its steps and a slow one is smooth.
+            # The engine's "pyramid" stage is what the page shows as the overview being made.
+            stage = "overview" if stage == "pyramid" else stage
             now = time.perf_counter()
             if (stage != last["stage"] or fraction >= 1.0 or now - last["time"] > 0.05
                     or fraction - last["fraction"] >= PROGRESS_STEP):
@@ -347,7 +348,7 @@ class AppBackend:
             else:
                 info = self.engine.open(array, sample_rate=fs, progress=progress)
             t_decode = time.perf_counter() - t_start
-            overview = self._render_overview(progress)
+            overview = self._render_overview()
         except BaseException as exc:  # the previous file (if any) stays open and the document intact
             with self._lock:
                 self._loading = None
@@ -384,37 +385,17 @@ class AppBackend:
                              "document": self.document.state()})
         self._publish_status()
 
-    def _render_overview(self, progress: Callable[[str, float], None] | None) -> dict:
-        """The whole-file STFT overview, computed in strips so that progress is real."""
-        from ..render import stft_image, tone_map
-
+    def _render_overview(self) -> dict:
+        """The whole-file STFT overview, cut from the file's pyramid (built, with real progress,
+        while the engine opened the file)."""
         info = self.engine.info
-        fs, dur = info.sample_rate, info.duration
-        fmax = min(0.5 * fs, 20_000.0)
+        fmax = min(0.5 * info.sample_rate, 20_000.0)
         width = int(min(OVERVIEW_WIDTH, max(64, info.frames // 64)))
-        height = OVERVIEW_HEIGHT
-        audio = self.engine.audio
-        mag = np.empty((height, width), dtype=np.float32)
-        edges = np.linspace(0, width, OVERVIEW_STRIPS + 1).astype(int)
-        dt = dur / width
-        t = time.perf_counter()
-        if progress:
-            progress("overview", 0.0)
-        for i, (c0, c1) in enumerate(zip(edges[:-1], edges[1:])):
-            if c1 <= c0:
-                continue
-            t0, t1 = c0 * dt, dur if c1 == width else c1 * dt
-            mag[:, c0:c1] = stft_image(audio, fs, t0, t1, OVERVIEW_FMIN, fmax, int(c1 - c0), height,
-                                       self.engine.settings, check_finite=False)
-            if progress:
-                progress("overview", (i + 1) / OVERVIEW_STRIPS)
-        t_kernel = time.perf_counter() - t
-        image = tone_map(mag, self.engine.amp_reference, self.engine.settings)
-        self._overview_mag = mag
-        bid = self.blobs.put(image, pin=True)
-        ov = {"blob": bid, "t0": 0.0, "t1": dur, "fmin": OVERVIEW_FMIN, "fmax": fmax, "width": width,
-              "height": height, "method": "stft",
-              "timings": {"kernel_s": t_kernel, "total_s": time.perf_counter() - t}}
+        res = self.engine.overview(width, OVERVIEW_HEIGHT, OVERVIEW_FMIN, fmax)
+        self._overview_mag = res.magnitude
+        bid = self.blobs.put(res.image, pin=True)
+        ov = {"blob": bid, "t0": 0.0, "t1": info.duration, "fmin": OVERVIEW_FMIN, "fmax": fmax, "width": width,
+              "height": OVERVIEW_HEIGHT, "method": "stft", "timings": res.timings}
         self._overview = ov
         return ov
 
@@ -745,10 +726,13 @@ class _ViewScheduler:
 
 
 def _warm_overview() -> None:
-    from ..render import stft_image, tone_map
+    from ..pyramid import build_pyramid
+    from ..render import reference_level, tone_map
 
     try:
         x = np.zeros(48_000, dtype=np.float32)
-        tone_map(stft_image(x, 48_000, 0.0, 1.0, OVERVIEW_FMIN, 20_000.0, 16, 8), 1.0)
+        x[::100] = 0.1
+        pyramid = build_pyramid(x, 48_000, reference=reference_level(x, 48_000))
+        tone_map(pyramid.image(0.0, 1.0, OVERVIEW_FMIN, 20_000.0, 16, 8), 1.0)
     except Exception:  # pragma: no cover - warming is an optimisation; opening reports real errors
         log.debug("overview warm-up failed", exc_info=True)

@@ -39,6 +39,9 @@ def run_serve(args: argparse.Namespace) -> int:
     from .server import AppServer
 
     stop = threading.Event()
+    # Before anything can be seen from outside: a SIGTERM right after the URL is printed must stop
+    # the server cleanly, not kill it half-started.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     backend = AppBackend()
     try:
         server = AppServer(backend, port=args.port).start()
@@ -46,7 +49,6 @@ def run_serve(args: argparse.Namespace) -> int:
             print(server.url, flush=True)
             _open_initial(backend, args.file)
             print("serving on 127.0.0.1 only; press Ctrl+C to stop", file=sys.stderr, flush=True)
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:
                 while not stop.wait(0.5):
                     pass
