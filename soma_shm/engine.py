@@ -343,6 +343,8 @@ class _Worker:
         self.preloaded = False
         self.request: _Request | None = None
         self.terminating = False
+        # The cancelled request whose slot stays leased until this (terminated) process is reaped.
+        self.dying_request: _Request | None = None
 
     @property
     def pid(self) -> int | None:
@@ -946,6 +948,8 @@ class Engine:
         worker = next((w for w in r.workers if w.ready and w.request is None and not w.terminating), None)
         if worker is None:
             return
+        if r.queue[0].op in ("viewport", "snap", "pattern") and None not in r.slot_owner and not r.delivered:
+            return  # every slot belongs to a terminated worker not reaped yet: wait for it
         req = r.queue.popleft()
         if req.op in ("viewport", "snap", "pattern"):
             slot = self._lease(r, req)
@@ -1158,6 +1162,13 @@ class Engine:
             pass
 
     def _terminate_current(self, r: _RoleState, exc: BaseException) -> None:
+        """Cancel the computing request by terminating its worker.
+
+        The caller learns at once; the process is signalled but not waited for (the next
+        request goes to the idle spare meanwhile). The supervisor reaps it when its sentinel
+        fires, and only then frees its slot with a new generation (see :meth:`_on_death`), so
+        nothing it half-wrote can be shown. No new worker starts for the role before that.
+        """
         req = r.current
         if req is None:
             return
@@ -1165,15 +1176,14 @@ class Engine:
         r.current = None
         if w is not None:
             log.info("terminate role=%s request=%d pid=%s", r.name, req.id, w.pid)
-            self._kill(w)
-            if w in r.workers:
-                r.workers.remove(w)
             w.request = None
-        # The process is confirmed dead: its slot gets a new generation before anyone reuses it.
-        self._free_slot(r, req, bump=True)
+            w.terminating = True
+            w.dying_request = req
+            if w.proc.is_alive():
+                w.proc.terminate()
+        else:
+            self._free_slot(r, req, bump=True)
         self._fail(req, exc)
-        if not self._closed:
-            self._ensure_workers(r.name)
 
     def _on_death(self, r: _RoleState, w: _Worker) -> None:
         if w not in r.workers:
@@ -1187,6 +1197,13 @@ class Engine:
             pass
         req = w.request
         if w.terminating:
+            if w.dying_request is not None:
+                # Confirmed dead: its slot gets a new generation before anyone reuses it.
+                self._free_slot(r, w.dying_request, bump=True)
+                w.dying_request = None
+                log.debug("reaped role=%s pid=%s exitcode=%s", r.name, w.pid, code)
+            if not self._closed:
+                self._ensure_workers(r.name)
             return
         if not w.ready:
             r.startup_failures += 1

@@ -182,9 +182,12 @@ def worker_main(conn, role: str, log_level: int | None, log_file: str | None, th
     preloaded = _LOADED_IN_PID != pid
     t = time.perf_counter()
     use_fork_safe_threads()
-    from .. import render
+    if not preloaded:
+        # Forked from the warmed forkserver, every kernel is already loaded (warming again
+        # would only cost CPU while the request that replaced a terminated worker computes).
+        from .. import render
 
-    render.warm_up()
+        render.warm_up()
     if threads:
         import numba
 
