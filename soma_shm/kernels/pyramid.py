@@ -21,7 +21,8 @@ import numpy as np
 from ._jit import jit, jit_parallel, prange
 from .stft import _fill_frames
 
-BUILD_CHUNK = 64  # blocks per parallel task while building level 0 (~1 MiB of frames at 2 x 2048)
+BUILD_TASKS = 64  # parallel tasks per build call (contiguous runs of blocks)
+FFT_BLOCKS = 4  # blocks transformed per FFT call while building level 0 (8 frames at 50 % overlap)
 
 
 @jit_parallel
@@ -29,34 +30,39 @@ def build_base(audio, window, hop, n_frames, frames_per_block, lut, b_start, b_s
     """Fill blocks ``b_start..b_stop-1`` of level 0 (``base``: (blocks, nfft//2+1) uint8).
 
     Frames ``j >= n_frames`` (centred beyond the last sample) are not part of the transform and
-    are left out of the last block.
+    are left out of the last block. Each task walks its share of blocks ``FFT_BLOCKS`` at a time:
+    small FFT batches stay in cache (a batch of 128 frames of 2048 ran 3x slower per frame).
     """
     nfft = window.shape[0]
     nb = base.shape[1]
     F = frames_per_block
-    nchunks = (b_stop - b_start + BUILD_CHUNK - 1) // BUILD_CHUNK
-    for ch in prange(nchunks):
-        b0 = b_start + ch * BUILD_CHUNK
-        b1 = min(b_stop, b0 + BUILD_CHUNK)
-        frames = np.empty(((b1 - b0) * F, nfft), dtype=np.float32)
-        _fill_frames(audio, b0 * F, hop, window, frames)
-        spec = np.fft.rfft(frames)
+    total = b_stop - b_start
+    ntasks = max(1, min(BUILD_TASKS, total // FFT_BLOCKS))
+    for t in prange(ntasks):
+        t0 = b_start + t * total // ntasks
+        t1 = b_start + (t + 1) * total // ntasks
+        frames = np.empty((FFT_BLOCKS * F, nfft), dtype=np.float32)
         pooled = np.empty(nb, dtype=np.float32)
         bits = pooled.view(np.uint32)
-        for b in range(b1 - b0):
-            for k in range(nb):
-                pooled[k] = 0.0
-            for f in range(F):
-                if (b0 + b) * F + f >= n_frames:
-                    break
-                row = b * F + f
+        for b0 in range(t0, t1, FFT_BLOCKS):
+            b1 = min(t1, b0 + FFT_BLOCKS)
+            part = frames[: (b1 - b0) * F]
+            _fill_frames(audio, b0 * F, hop, window, part)
+            spec = np.fft.rfft(part)
+            for b in range(b1 - b0):
                 for k in range(nb):
-                    v = spec[row, k]
-                    p = float(v.real) * float(v.real) + float(v.imag) * float(v.imag)
-                    if p > pooled[k]:
-                        pooled[k] = p
-            for k in range(nb):
-                base[b0 + b, k] = lut[bits[k] >> 16]
+                    pooled[k] = 0.0
+                for f in range(F):
+                    if (b0 + b) * F + f >= n_frames:
+                        break
+                    row = b * F + f
+                    for k in range(nb):
+                        v = spec[row, k]
+                        p = float(v.real) * float(v.real) + float(v.imag) * float(v.imag)
+                        if p > pooled[k]:
+                            pooled[k] = p
+                for k in range(nb):
+                    base[b0 + b, k] = lut[bits[k] >> 16]
 
 
 @jit_parallel
