@@ -8,6 +8,7 @@ shared-memory block), so peak memory stays near one float32 copy of the audio.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,9 @@ from .errors import AudioFormatError
 __all__ = ["AudioInfo", "audio_info", "decode_into", "load_audio"]
 
 CHUNK_FRAMES = 1 << 18  # 262144 frames per read: ~1 MiB of float32 per channel
+PARALLEL_MIN_FRAMES = 1 << 24  # ~6 min at 48 kHz: longer files are decoded by DECODE_THREADS threads
+DECODE_THREADS = 2
+_EXACT_SEEK = {"WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF", "FLAC"}  # containers that seek to the sample
 
 # libsndfile subtypes whose samples are integers: read dtype and the scale to [-1, 1) (the scale
 # libsndfile itself uses for float reads, so both paths give the same samples).
@@ -105,34 +109,79 @@ def decode_into(
     # several times slower, and integers need no NaN/Inf check. Lossy and float formats are read
     # as float32 and checked.
     read_dtype, scale = _INTEGER_READS.get(info.subtype, ("float32", None))
-    done = 0
-    with _open(path) as f:
-        block = np.empty((min(CHUNK_FRAMES, info.frames), info.channels), dtype=read_dtype)
-        while done < info.frames:
-            try:
-                n = len(f.read(len(block), dtype=read_dtype, always_2d=True, out=block))
-            except Exception as exc:  # libsndfile reports corrupt data while reading
-                raise AudioFormatError(f"{str(path)!r} is corrupt at frame {done}: {exc}") from None
-            if n == 0:
-                break
-            dest = out[done : done + n]
-            if scale is not None:
-                src = block[:n, 0] if info.channels == 1 else block[:n].sum(axis=1, dtype=np.int64)
-                np.multiply(src, scale / info.channels, out=dest, casting="unsafe")
-            else:
-                if info.channels == 1:
-                    dest[:] = block[:n, 0]
+    # Long files in formats that seek to the exact sample are decoded in parts by a few threads
+    # (libsndfile and numpy run without the GIL); the rest in one pass.
+    parts = 1
+    if info.frames >= PARALLEL_MIN_FRAMES and info.format in _EXACT_SEEK and (
+            scale is not None or info.subtype in ("FLOAT", "DOUBLE")):
+        parts = max(1, min(DECODE_THREADS, os.cpu_count() or 1))
+    edges = [info.frames * k // parts for k in range(parts + 1)]
+    counts = [0] * parts
+    lock = threading.Lock()
+
+    def report(part: int, n: int) -> None:
+        with lock:
+            counts[part] = n
+            total = sum(counts)
+        if progress is not None:
+            progress(total / info.frames)
+
+    def decode_part(part: int) -> None:
+        start, stop = edges[part], edges[part + 1]
+        done = start
+        with _open(path) as f:
+            if start:
+                try:
+                    f.seek(start)
+                except Exception:  # a part beyond the data actually present: truncated
+                    return
+            block = np.empty((min(CHUNK_FRAMES, stop - start), info.channels), dtype=read_dtype)
+            while done < stop:
+                try:
+                    n = len(f.read(min(len(block), stop - done), dtype=read_dtype, always_2d=True,
+                                   out=block[: min(len(block), stop - done)]))
+                except Exception as exc:  # libsndfile reports corrupt data while reading
+                    raise AudioFormatError(f"{str(path)!r} is corrupt at frame {done}: {exc}") from None
+                if n == 0:
+                    break
+                dest = out[done : done + n]
+                if scale is not None:
+                    src = block[:n, 0] if info.channels == 1 else block[:n].sum(axis=1, dtype=np.int64)
+                    np.multiply(src, scale / info.channels, out=dest, casting="unsafe")
                 else:
-                    np.mean(block[:n], axis=1, out=dest)
-                # A float64 sum of float32 values cannot overflow, so it is finite iff every sample is.
-                if check_finite and not np.isfinite(np.sum(dest, dtype=np.float64)):
-                    bad = done + int(np.flatnonzero(~np.isfinite(dest))[0])
-                    raise AudioFormatError(
-                        f"{str(path)!r} holds NaN or Inf samples (first at frame {bad}); repair the file"
-                    )
-            done += n
-            if progress is not None:
-                progress(done / info.frames)
+                    if info.channels == 1:
+                        dest[:] = block[:n, 0]
+                    else:
+                        np.mean(block[:n], axis=1, out=dest)
+                    # A float64 sum of float32 values cannot overflow: finite iff every sample is.
+                    if check_finite and not np.isfinite(np.sum(dest, dtype=np.float64)):
+                        bad = done + int(np.flatnonzero(~np.isfinite(dest))[0])
+                        raise AudioFormatError(
+                            f"{str(path)!r} holds NaN or Inf samples (first at frame {bad}); repair the file"
+                        )
+                done += n
+                report(part, done - start)
+
+    if parts == 1:
+        decode_part(0)
+    else:
+        errors: list[BaseException] = []
+
+        def run(part: int) -> None:
+            try:
+                decode_part(part)
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(k,), name=f"soma-decode-{k}") for k in range(1, parts)]
+        for t in threads:
+            t.start()
+        run(0)
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+    done = sum(counts)
     if done < info.frames:
         raise AudioFormatError(
             f"{str(path)!r} is truncated: its header promises {info.frames} frames but only {done} could be read"

@@ -176,3 +176,21 @@ def test_lossy_formats_keep_the_tone(tmp_path, fmt, subtype, fs):
     img = soma_shm.stft_image(y, fs, 0.3, 0.7, f0 / 2, f0 * 2, 4, 61)
     row = int(np.argmax(img.max(axis=1)))
     assert row == 30 and 20 * np.log10(img.max() / 0.5) == pytest.approx(0.0, abs=1.0)
+
+
+@pytest.mark.parametrize("fmt, subtype, channels", [("WAV", "PCM_16", 1), ("FLAC", "PCM_24", 2), ("W64", "FLOAT", 3)])
+def test_long_files_decoded_by_threads_equal_one_pass(tmp_path, monkeypatch, fmt, subtype, channels):
+    fs = 8_000
+    rng = np.random.default_rng(channels)
+    data = (0.8 * rng.uniform(-1, 1, (5 * fs + 7, channels))).astype(np.float32)
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, data, fs, format=fmt, subtype=subtype)
+    one, _ = audio.load_audio(path)
+    monkeypatch.setattr(audio, "PARALLEL_MIN_FRAMES", 1000)
+    monkeypatch.setattr(audio, "CHUNK_FRAMES", 4096)  # many chunks per part
+    monkeypatch.setattr(audio, "DECODE_THREADS", 3)
+    seen = []
+    parts, _ = audio.load_audio(path, progress=seen.append)
+    np.testing.assert_array_equal(parts, one)
+    assert seen[-1] == 1.0 and seen == sorted(seen) and len(seen) >= 3
+
