@@ -89,6 +89,7 @@ class AudioBlock:
         if frames <= 0:
             raise SharedMemoryError(f"an audio block needs at least one frame, got {frames}")
         seg = Segment.create("audio", HEADER + 4 * frames)
+        seg.populate()  # about to be filled whole by the decoder
         buf = seg.buf
         buf[0:8] = _MAGIC
         np.frombuffer(buf, dtype=np.uint32, count=2, offset=8)[:] = (_VERSION, 0)
@@ -160,6 +161,7 @@ class PyramidBlock:
     @classmethod
     def create(cls, layout, generation: int) -> "PyramidBlock":
         seg = Segment.create("pyramid", HEADER + layout.nbytes)
+        seg.populate()  # about to be filled whole by the build
         buf = seg.buf
         buf[0:8] = _PYR_MAGIC
         np.frombuffer(buf, dtype=np.uint32, count=2, offset=8)[:] = (_VERSION, 0)
