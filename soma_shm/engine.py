@@ -764,11 +764,9 @@ class Engine:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if all(any(w.ready for w in r.workers) for r in self._roles.values()):
-                    if not self.options.spares or all(
-                        sum(w.ready for w in r.workers) >= 2 for r in self._roles.values()
-                    ):
-                        return True
+                ready = [sum(w.ready and not w.terminating for w in r.workers) for r in self._roles.values()]
+                if all(n >= (2 if self.options.spares else 1) for n in ready):
+                    return True
             time.sleep(0.005)
         return False
 
