@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         result.release()
         stats = engine.stats()
     print(f"source   : {source}: {duration:.2f} s at {info.sample_rate:g} Hz")
-    print(f"open     : {(t_open - t_start) * 1000:8.1f} ms  (decode into shared memory, start workers)")
+    print(f"open     : {(t_open - t_start) * 1000:8.1f} ms  (decode into shared memory, STFT pyramid, load kernels, start workers)")
     print(f"overview : {(t_over - t_open) * 1000:8.1f} ms  STFT {args.width}x{args.height // 2}, whole file -> {over_png}")
     print(
         f"viewport : {(t_view - t_over) * 1000:8.1f} ms  {result.method.upper()} {args.width}x{args.height}, "
