@@ -611,9 +611,8 @@ class Engine:
 
     def _pyramid_for(self, method: str, span: float):
         """The open file's pyramid if a view of ``method`` over ``span`` seconds is cut from it."""
-        info = self._info
         if (method != "stft" or self._pyramid is None or span <= self.options.stft_above_seconds
-                or not self._pyramid.layout.matches(info.sample_rate, info.frames, self.settings)):
+                or not self._pyramid.layout.matches(self.settings)):
             return None
         return self._pyramid
 

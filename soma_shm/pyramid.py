@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _validate
 from .plans import column_bounds, stft_plan
+from .render import _output
 from .settings import AnalysisSettings
 
 __all__ = ["Pyramid", "PyramidLayout", "build_pyramid", "PYRAMID_FACTOR", "DB_STEP"]
@@ -93,10 +94,10 @@ class PyramidLayout:
             level += 1
         return level
 
-    def matches(self, sample_rate: float, samples: int, settings: AnalysisSettings) -> bool:
-        """Whether views with ``settings`` can be cut from this pyramid (same frames)."""
-        return (samples == self.samples and sample_rate == self.sample_rate
-                and settings.stft_nfft(sample_rate) == self.nfft and settings.stft_hop(sample_rate) == self.hop)
+    def matches(self, settings: AnalysisSettings) -> bool:
+        """Whether views with ``settings`` can be cut from this pyramid (the same STFT frames)."""
+        fs = self.sample_rate
+        return settings.stft_nfft(fs) == self.nfft and settings.stft_hop(fs) == self.hop
 
 
 def quantiser(top: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +191,7 @@ class Pyramid:
 
         lay = self.layout
         settings = _validate.settings_or_default(settings)
-        if not lay.matches(lay.sample_rate, lay.samples, settings):
+        if not lay.matches(settings):
             raise _validate.ParameterError(
                 f"the pyramid holds {lay.nfft}-point frames at hop {lay.hop}, but these settings make "
                 f"{settings.stft_nfft(lay.sample_rate)}-point frames at hop {settings.stft_hop(lay.sample_rate)}; "
@@ -198,13 +199,7 @@ class Pyramid:
             )
         fs = lay.sample_rate
         t0, t1, fmin, fmax, width, height = _validate.view(t0, t1, fmin, fmax, width, height, fs, lay.samples / fs)
-        if out is None:
-            out = np.empty((height, width), dtype=np.float32)
-        elif not isinstance(out, np.ndarray) or out.shape != (height, width) or out.dtype != np.float32:
-            raise _validate.ParameterError(
-                f"out must be a float32 array of shape ({height}, {width}), got "
-                f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
-            )
+        out = _output(out, height, width, np.float32)
         plan = stft_plan(fs, fmin, fmax, height, settings)
         col_a, col_b = column_bounds(t0, t1, width, fs)
         level = lay.level_for((t1 - t0) * fs / lay.hop / width)

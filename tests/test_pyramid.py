@@ -136,7 +136,7 @@ def test_bad_input_is_a_named_error(steady, steady_pyramid):
         pyr.image(0, 100, 50, 4000, 100, 50, settings=other)
     with pytest.raises(ParameterError, match="outside the file"):
         pyr.image(0, 300, 50, 4000, 100, 50)
-    with pytest.raises(ParameterError, match=r"out must be a float32 array of shape \(50, 100\)"):
+    with pytest.raises(ParameterError, match=r"out has shape \(50, 100\) and dtype float64; expected \(50, 100\) float32"):
         pyr.image(0, 100, 50, 4000, 100, 50, out=np.empty((50, 100), np.float64))
     with pytest.raises(ParameterError, match="reference=-1"):
         build_pyramid(x[:1000], fs, reference=-1.0)
