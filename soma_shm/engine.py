@@ -139,6 +139,9 @@ class EngineOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ParameterError(f"{name}={v!r} must be an integer >= {lo}")
+        for name in ("spares", "pyramid"):
+            if not isinstance(getattr(self, name), bool):
+                raise ParameterError(f"{name}={getattr(self, name)!r} must be True or False")
 
     @property
     def method(self) -> str:

@@ -337,6 +337,10 @@ def test_engine_options_are_validated():
         soma_shm.EngineOptions(timeout=-1)
     with pytest.raises(soma_shm.ParameterError, match="snap_queue=0 must be an integer"):
         soma_shm.EngineOptions(snap_queue=0)
+    with pytest.raises(soma_shm.ParameterError, match="pyramid='no' must be True or False"):
+        soma_shm.EngineOptions(pyramid="no")
+    with pytest.raises(soma_shm.ParameterError, match="spares=1 must be True or False"):
+        soma_shm.Engine(spares=1)
 
 
 def test_exception_inside_the_with_block_cleans_up(tone):
