@@ -319,15 +319,14 @@ def column_peak(y, h, hbits, ua, ub, pa, pb, pa_out, pb_out, step_out):
         if h[j] > best:
             jb = j
             hb = h[j]
+    estimate = False  # is best a half-step's cubic estimate (to be replaced by an exact value)?
+    floor = best  # the largest exact value so far
     if jb >= 0:
-        if jb % 2 == 1:
-            v = interp_power(y, 0.5 * jb)
-            if v > best:
-                best = v
-                bx = 0.5 * jb
-        else:
-            best = hb
-            bx = 0.5 * jb
+        best = hb
+        bx = 0.5 * jb
+        estimate = jb % 2 == 1
+        if not estimate:
+            floor = hb
     # Neighbours half a step either side of the best point (or the outside samples at the ends).
     if bx == ua:
         xl, pl = ua - step_out, pa_out
@@ -345,16 +344,22 @@ def column_peak(y, h, hbits, ua, ub, pa, pb, pa_out, pb_out, step_out):
             xr, pr = ub, pb
         else:
             pr = h[int(round(2.0 * xr))]
+    if estimate:
+        # The half-step's neighbours are samples, exact: they count.
+        floor = max(floor, pl if xl != ua else floor, pr if xr != ub else floor)
     a0 = math.sqrt(best)
     al = math.sqrt(pl)
     ar = math.sqrt(pr)
+    u = bx
     if al < a0 and ar < a0:
         u = _vertex(xl, al, bx, a0, xr, ar)
-        if ua <= u <= ub and u != bx:
-            v = interp_power(y, u)
-            if v > best:
-                best = v
-    return best
+        if not ua <= u <= ub:
+            u = bx
+    if u != bx or estimate:
+        v = interp_power(y, u)
+        if v > floor:
+            floor = v
+    return floor
 
 
 @jit
@@ -516,72 +521,75 @@ def _pool_eager(y, inv, offset, col_a, col_b, scale, out_row):
         out_row[c] = math.sqrt(v) * scale
 
 
+NEAR_TOP = 10.0 ** (-0.3 / 10.0)
+"""In :func:`_pool_lazy`, a column edge is evaluated when the larger of the half-steps either
+side of it comes within 0.3 dB of the best exact value found in the column so far: between two
+half-steps |W|^2 rises at most about 0.25 dB above the larger one for components anywhere in a
+row's band (two equal components at the band's -35 dB points, beating), so an edge whose
+witnesses are further below cannot hold the column's maximum."""
+
+
 @jit
-def _edge_power(y, n, offset, inv, memo):
-    """``|y|^2`` at window-relative sample ``n``, remembering the last two (``memo`` = n1, p1,
-    n2, p2): the edges of adjacent columns are one sample apart, so a column's outer neighbours
-    are usually its neighbours' edges."""
-    if memo[0] == n:
-        return memo[1]
-    if memo[2] == n:
-        return memo[3]
-    p = interp_power(y, (n + offset) * inv)
-    memo[2] = memo[0]
-    memo[3] = memo[1]
-    memo[0] = n
-    memo[1] = p
-    return p
+def _peak_near(y, h, j, ua, ub):
+    """Max of ``|y|^2`` near half-step ``j`` within ``[ua, ub]``: the vertex of the parabola
+    through ``h[j-1], h[j], h[j+1]`` (clamped to the column; the nearer end of the column if
+    the three are not concave), evaluated with the interpolant, and ``h[j]`` if it is a
+    sample (exact) inside the column."""
+    hl = h[j - 1]
+    hm = h[j]
+    hr = h[j + 1]
+    x = 0.5 * j
+    v = 0.0
+    if j % 2 == 0 and ua <= x <= ub:
+        v = hm
+    den = hl - 2.0 * hm + hr
+    if den < 0.0:
+        u = x + 0.25 * (hl - hr) / den
+    elif hl > hr:
+        u = ua
+    else:
+        u = ub
+    u = min(max(u, ua), ub)
+    if u != x or v == 0.0:
+        p = interp_power(y, u)
+        if p > v:
+            v = p
+    return v
 
 
 @jit
 def _pool_lazy(y, inv, offset, col_a, col_b, scale, out_row):
     """:func:`pool_row` for rows whose columns span :data:`LAZY_EDGE_STEPS` or more.
 
-    One vectorised pass computes ``|y|^2`` at every sample and half-step (:func:`half_step_powers`);
-    each column then takes the first maximum over its half-steps and the two just outside it. A
-    maximum strictly inside the column is refined by a parabola through it and its two
-    neighbours (the interpolant gives the value at the vertex; a half-step value, a cubic
-    estimate, only guides). A maximum at or next to an edge means |W| may peak at the edge
-    itself (the flank of a transient): then the column's edge values and the powers one sample
-    outside them are interpolated and :func:`column_peak` decides.
+    One vectorised pass computes ``|y|^2`` at every sample and half-step (:func:`half_step_powers`;
+    half-steps are cubic estimates that only guide). Per column, the first maximum of the
+    half-steps not next to an edge is refined where it is (:func:`_peak_near`). The half-steps
+    either side of each edge are the edge's witnesses: if the larger comes within
+    :data:`NEAR_TOP` of the best exact value so far, |W| may peak at or next to that edge (the
+    flank of a transient, a slow swell), and the same refinement runs there, clamped to the
+    column.
     """
     W = out_row.shape[0]
     L = y.shape[0]
     h = np.empty(2 * L, dtype=np.float32)
     half_step_powers(y, h, int((col_a[0] + offset) * inv) - 1, int((col_b[W - 1] + offset) * inv) + 2)
     hbits = h.view(np.int32)
-    memo = np.full(4, -(2.0**62))
     for c in range(W):
         ua = (col_a[c] + offset) * inv
         ub = (col_b[c] + offset) * inv
-        j0 = int(math.floor(2.0 * ua)) + 1
-        j1 = int(math.ceil(2.0 * ub)) - 1
-        jb = _first_max(hbits, max(j0 - 1, 0), min(j1 + 1, 2 * L - 1))
-        if j0 < jb < j1:
-            hl = h[jb - 1]
-            hm = h[jb]
-            hr = h[jb + 1]
-            if jb % 2 == 1:
-                v = hl if hl > hr else hr  # samples are exact, half-steps estimates
-            else:
-                v = hm
-            den = hl - 2.0 * hm + hr
-            if den < 0.0:
-                u = 0.5 * jb + 0.25 * (hl - hr) / den
-                p = interp_power(y, u)
-                if p > v:
-                    v = p
-            elif jb % 2 == 1:
-                p = interp_power(y, 0.5 * jb)
-                if p > v:
-                    v = p
-        else:
-            # In this order the first two are the previous column's last two when it came here.
-            before = _edge_power(y, col_a[c] - 1, offset, inv, memo)
-            pa = _edge_power(y, col_a[c], offset, inv, memo)
-            pb = _edge_power(y, col_b[c], offset, inv, memo)
-            after = _edge_power(y, col_b[c] + 1, offset, inv, memo)
-            v = column_peak(y, h, hbits, ua, ub, pa, pb, before, after, inv)
+        j0 = int(math.floor(2.0 * ua)) + 1  # first half-step inside the column
+        j1 = int(math.ceil(2.0 * ub)) - 1  # last
+        jin = _first_max(hbits, j0 + 1, j1 - 1)
+        v = _peak_near(y, h, jin, ua, ub)
+        # An edge's witnesses are the half-steps either side of it; the stronger side first.
+        left = max(h[j0 - 1], h[j0])
+        right = max(h[j1], h[j1 + 1])
+        for side in range(2):
+            if (side == 0) == (left >= right):
+                if left >= NEAR_TOP * v:
+                    v = max(v, _peak_near(y, h, j0, ua, ub))
+            elif right >= NEAR_TOP * v:
+                v = max(v, _peak_near(y, h, j1, ua, ub))
         out_row[c] = math.sqrt(v) * scale
 
 
