@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.fft
 
 from ._jit import jit, jit_parallel, prange
 
@@ -59,23 +60,30 @@ def band_to_baseband(X, klo, khi, fc_bin, gauss_a, taper_bin, taper_width_bins, 
     multiplied by the Nyquist roll-off ``exp(-((k - taper_bin)/taper_width_bins)^2 / 2)``.
     """
     L = Y.shape[0]
-    for i in range(L):
-        Y[i] = 0.0
     kc = (klo + khi) // 2
+    # Bins klo..kc-1 go to the end of Y (negative baseband frequencies), kc..khi to its start.
+    n_neg = kc - klo
+    n_pos = khi - kc + 1
+    for i in range(n_pos, L - n_neg):
+        Y[i] = 0.0
     d = gauss_a / (fc_bin * fc_bin)
     u = klo - fc_bin
     g = 2.0 * math.exp(-d * u * u)
     ratio = math.exp(-d * (2.0 * u + 1.0))
     q = math.exp(-2.0 * d)
+    k_plain = min(khi, int(math.floor(taper_bin)))  # bins up to here need no Nyquist roll-off
+    j = L - n_neg
     for k in range(klo, khi + 1):
-        j = (k - kc) % L
-        if k > taper_bin:
+        if k == kc:
+            j = 0
+        if k <= k_plain:
+            Y[j] = X[k] * g
+        else:
             z = (k - taper_bin) / taper_width_bins
             Y[j] = X[k] * (g * math.exp(-0.5 * z * z))
-        else:
-            Y[j] = X[k] * g
         g *= ratio
         ratio *= q
+        j += 1
 
 
 _R120 = 1.0 / 120.0
@@ -598,9 +606,9 @@ def decimated_row(X, nfft, klo, khi, fc_bin, gauss_a, taper_bin, taper_width_bin
     """Baseband W of one row at ``nifft`` samples over the segment (complex64), and its scale."""
     Y = np.empty(nifft, dtype=np.complex64)
     band_to_baseband(X, klo, khi, fc_bin, gauss_a, taper_bin, taper_width_bins, Y)
-    y = np.fft.ifft(Y)
-    # numpy's ifft divides by nifft; W itself carries 1/nfft.
-    return y, nifft / nfft
+    # Unnormalised inverse (the 1/nfft that W carries goes into the pooled magnitude), in place.
+    y = scipy.fft.ifft(Y, norm="forward", overwrite_x=True)
+    return y, 1.0 / nfft
 
 
 @jit_parallel
