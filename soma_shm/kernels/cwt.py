@@ -8,20 +8,20 @@ wavelet), so each row needs only the FFT bins of that band: they are weighted, m
 and inverse-transformed at a decimated rate (``L`` samples for the ``N``-sample window), which
 yields ``W`` at every ``N/L``-th sample up to a phase factor that ``|W|`` does not see.
 
-Pooling into a column takes the maximum of ``|W|`` over its first and last sample (interpolated
-values) and over the row's decimated samples and half-steps inside it, then refines around the
-best point. Values between samples come from a 6-point Lagrange interpolant of the complex
-baseband signal (smooth, because each row is sampled at twice its band's width); half-steps come
-from a cheap fixed-weight cubic and are verified with the interpolant. Both matter: on the flank
-of a transient the maximum of a column sits at its edge, and near a zero of W (where components
-beat) ``|W|`` can peak between two samples that are both well below it. Rows whose columns span
-few samples are sampled 1.25 times denser. Where columns are narrower than half a step, most of
-the work is the edge values: there the interpolant is put in polynomial form once per interval
-and evaluated by Horner for every edge that falls in it. Where columns span several steps, the
-edges are evaluated only for columns whose maximum over the half-steps lies at or next to an
-edge; a maximum inside is refined where it is. Measured against the float64 full-rate
-reference on random signals, sample rates and geometries and on the benchmark recording, every
-pixel above -80 dB stays within 0.4 dB (tests/test_kernels_cwt.py, perf/bench_kernels.py).
+Pooling into a column takes the maximum of ``|W|`` over every sample in its span, which a row
+holds only at its decimated samples. One vectorised pass puts ``|W|^2`` at every sample and
+half-step (midpoints of a 6-point Lagrange interpolant of the complex baseband signal, smooth
+because each row is sampled at twice its band's width); a column's largest half-step between two
+others is refined by the parabola through the three (within about 0.02 dB of the true peak).
+Column ends are interpolated where they may hold the maximum: on the flank of a transient it
+sits at an edge, and near a zero of W (where components beat) ``|W|`` can peak between two
+samples that are both well below it. How depends on the column's width in decimated steps
+(see :func:`pool_row`): under half a step, every end, by Horner on the interpolant put in
+polynomial form once per interval; up to a few steps, every end, each serving two columns;
+wider, only ends whose neighbouring half-steps come near the column's best. Rows whose columns
+span few samples are sampled 1.25 times denser. Measured against the float64 full-rate reference
+on random signals, sample rates and geometries and on the benchmark recording, every pixel above
+-80 dB stays within 0.4 dB (tests/test_kernels_cwt.py, perf/bench_kernels.py).
 
 Every function here is pure: arrays and scalars in, results written into the caller's buffers.
 """
@@ -227,11 +227,6 @@ def _vertex(x1, y1, x2, y2, x3, y3):
         return math.nan
     b = (x3 * x3 * (y1 - y2) + x2 * x2 * (y3 - y1) + x1 * x1 * (y2 - y3)) / den
     return -b / (2.0 * a)
-
-
-@jit
-def _power(v):
-    return float(v.real) * float(v.real) + float(v.imag) * float(v.imag)
 
 
 @jit
@@ -542,7 +537,7 @@ def _pool_eager(y, inv, offset, col_a, col_b, scale, out_row):
 
 NEAR_TOP = 10.0 ** (-0.3 / 10.0)
 """In :func:`_pool_lazy`, a column edge is evaluated when the larger of the half-steps either
-side of it comes within 0.3 dB of the best exact value found in the column so far: between two
+side of it comes within 0.3 dB of the best value found in the column so far: between two
 half-steps |W|^2 rises at most about 0.25 dB above the larger one for components anywhere in a
 row's band (two equal components at the band's -35 dB points, beating), so an edge whose
 witnesses are further below cannot hold the column's maximum."""
@@ -575,13 +570,12 @@ def _peak_near(y, h, j, ua, ub):
 def _pool_lazy(y, inv, offset, col_a, col_b, scale, out_row):
     """:func:`pool_row` for rows whose columns span :data:`LAZY_EDGE_STEPS` or more.
 
-    One vectorised pass computes ``|y|^2`` at every sample and half-step (:func:`half_step_powers`;
-    half-steps are cubic estimates that only guide). Per column, the first maximum of the
-    half-steps not next to an edge is refined where it is (:func:`_peak_near`). The half-steps
-    either side of each edge are the edge's witnesses: if the larger comes within
-    :data:`NEAR_TOP` of the best exact value so far, |W| may peak at or next to that edge (the
-    flank of a transient, a slow swell), and the same refinement runs there, clamped to the
-    column.
+    One vectorised pass computes ``|y|^2`` at every sample and half-step (:func:`half_step_powers`).
+    Per column, the first maximum of the half-steps not next to an edge is refined where it is
+    (:func:`_peak_near`). The half-steps either side of each edge are the edge's witnesses: if
+    the larger comes within :data:`NEAR_TOP` of the best value so far, |W| may peak at or next
+    to that edge (the flank of a transient, a slow swell), and the same refinement runs there,
+    clamped to the column (an end it reaches is interpolated).
     """
     W = out_row.shape[0]
     L = y.shape[0]
