@@ -63,13 +63,22 @@ def test_polynomial_interpolant_matches_lagrange_form():
         assert poly_power(coef, u - i) == pytest.approx(interp_power(y, u), rel=1e-9)
 
 
-def test_click_flanks_keep_their_column_maxima():
+@pytest.mark.parametrize(
+    "fs, t0, t1, fmin, fmax, width, height",
+    [
+        (48_000, 0.49, 0.51, 500.0, 20_000.0, 160, 40),
+        # Columns of 4+ decimated steps whose first sample falls on a decimated sample: the
+        # edge is exactly half a step from the first half-step inside and must still be seen.
+        (96_000, 0.49, 0.51, 971.0, 45_119.0, 140, 38),
+        (96_000, 0.45, 0.55, 971.0, 45_119.0, 140, 38),
+    ],
+)
+def test_click_flanks_keep_their_column_maxima(fs, t0, t1, fmin, fmax, width, height):
     # On the flank of a click the maximum of a column is at its edge; a decimated sample can be
     # tens of dB lower, so this fails without the edge evaluation.
-    fs = 48_000
     x = np.zeros(fs, dtype=np.float32)
     x[fs // 2] = 1.0
-    args = (fs, 0.49, 0.51, 500.0, 20_000.0, 160, 40)
+    args = (fs, t0, t1, fmin, fmax, width, height)
     fast = soma_shm.cwt_image(x, *args)
     ref = cwt_reference(x, *args)
     assert db_error(fast, ref, floor_db=-80.0, amp_reference=float(ref.max())) <= TOL_DB
