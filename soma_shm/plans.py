@@ -43,12 +43,17 @@ WAVELET_EPS = 1e-5
 """Relative level below which the wavelet's Gaussian response (in frequency and in time) is
 treated as zero: -100 dB, well under the -80 dB display floor."""
 
-NYQUIST_TAPER = 0.01
-"""Width (as a fraction of the sample rate) of the Gaussian roll-off that brings the wavelet
-response smoothly to zero at Nyquist. A response cut off sharply at Nyquist would ring for a long
-time (its value would depend on how much audio was padded); with the roll-off every row stays
-short in time. Below ``fs/2 - 4.8 * width`` (e.g. 21.7 kHz at 48 kHz, 19.9 kHz at 44.1 kHz) the
-response is untouched and the amplitude calibration exact."""
+NYQUIST_TAPER = 0.005
+"""Width (as a fraction of the sample rate) of the smooth step that brings the wavelet response
+to zero at Nyquist: the response is multiplied by ``0.5 erfc((f - centre) / (sqrt(2) width))``,
+centred so that it is down to ``eps`` at Nyquist (:func:`nyquist_taper`). A response cut off
+sharply at Nyquist would ring for a long time, and so does one rolled off by a curve with a kink
+(a one-sided Gaussian: its time response decays only as ``1/t^3``, enough for loud tones near
+Nyquist to reach -75 dB of full scale across a row's padding, making the row's values depend on
+how much audio was padded). The erfc step is smooth, so every row's time response stays
+Gaussian-short (sigma ``1 / (2 pi width)``). Below ``fs/2 - 2 z width`` (``z = 4.26`` for
+``eps = 1e-5``: 21.95 kHz at 48 kHz, 20.2 kHz at 44.1 kHz) the response is untouched within
+``eps`` and the amplitude calibration exact."""
 
 CWT_OVERSAMPLE = 2.0
 """Decimated rate of a CWT row relative to the width of its band (>= 1 avoids aliasing)."""
@@ -154,7 +159,7 @@ class CwtPlan:
     row_c0: np.ndarray  # (V,) first image column of each work row
     row_c1: np.ndarray  # (V,) one past its last column
     gauss_a: float  # pi^2 B C^2: response 2 exp(-a (f/fc - 1)^2)
-    taper_start: float  # Hz: above it the response rolls off to zero at Nyquist
+    taper_centre: float  # Hz: the Nyquist roll-off (see nyquist_taper) is 1/2 here
     taper_width: float  # Hz
     settings: AnalysisSettings
 
@@ -181,7 +186,7 @@ class CwtPlan:
                 self.row_c0,
                 self.row_c1,
             ),
-            (self.sample_rate, self.gauss_a, self.taper_start, self.taper_width),
+            (self.sample_rate, self.gauss_a, self.taper_centre, self.taper_width),
         )
 
     def inverse_samples(self) -> int:
@@ -357,7 +362,7 @@ def cwt_plan(
     w_seg = np.concatenate([np.tile(tiles_of[g], int(np.sum(seg == g))) for g in range(nseg)])
     tile_c0 = np.array(tile_c0, dtype=np.int64)
     tile_c1 = np.array(tile_c1, dtype=np.int64)
-    taper_width, taper_start = nyquist_taper(fs, eps)
+    taper_width, taper_centre = nyquist_taper(fs, eps)
     b, c = settings.wavelet_bandwidth, settings.wavelet_center
     return CwtPlan(
         sample_rate=fs,
@@ -374,16 +379,29 @@ def cwt_plan(
         row_c0=_frozen(tile_c0[w_seg]),
         row_c1=_frozen(tile_c1[w_seg]),
         gauss_a=math.pi**2 * b * c * c,
-        taper_start=taper_start,
+        taper_centre=taper_centre,
         taper_width=taper_width,
         settings=settings,
     )
 
 
+def gaussian_tail_z(eps: float) -> float:
+    """``z`` with ``0.5 erfc(z / sqrt(2)) = eps`` (the standard normal's upper tail), by bisection."""
+    lo, hi = 0.0, 40.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * math.erfc(mid / math.sqrt(2.0)) > eps:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 def nyquist_taper(sample_rate: float, eps: float = WAVELET_EPS) -> tuple[float, float]:
-    """``(width, start)`` in Hz of the roll-off ``exp(-((f - start)/width)^2 / 2)`` above ``start``."""
+    """``(width, centre)`` in Hz of the roll-off ``0.5 erfc((f - centre) / (sqrt(2) width))``
+    (see :data:`NYQUIST_TAPER`): ``eps`` at Nyquist, above ``1 - eps`` below ``centre - z width``."""
     width = NYQUIST_TAPER * sample_rate
-    return width, sample_rate / 2 - math.sqrt(2.0 * math.log(1.0 / eps)) * width
+    return width, sample_rate / 2 - gaussian_tail_z(eps) * width
 
 
 # ----------------------------------------------------------------------------------------- STFT

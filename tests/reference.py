@@ -18,8 +18,9 @@ import math
 
 import numpy as np
 from scipy.fft import ifft, next_fast_len, rfft
+from scipy.special import erfc
 
-from soma_shm.plans import column_bounds, nyquist_taper, row_frequencies, wavelet_sigma_samples
+from soma_shm.plans import NYQUIST_TAPER, column_bounds, nyquist_taper, row_frequencies, wavelet_sigma_samples
 from soma_shm.settings import AnalysisSettings
 
 
@@ -37,9 +38,8 @@ def morlet_response(freqs_hz: np.ndarray, fc: float, settings: AnalysisSettings,
     times the Nyquist roll-off of :func:`soma_shm.plans.nyquist_taper`."""
     b, c = settings.wavelet_bandwidth, settings.wavelet_center
     h = 2.0 * np.exp(-(math.pi**2) * b * c * c * (freqs_hz / fc - 1.0) ** 2)
-    width, start = nyquist_taper(2 * nyquist)
-    above = freqs_hz > start
-    h[above] *= np.exp(-0.5 * ((freqs_hz[above] - start) / width) ** 2)
+    width, centre = nyquist_taper(2 * nyquist)
+    h *= 0.5 * erfc((freqs_hz - centre) / (math.sqrt(2.0) * width))
     h[freqs_hz <= 0] = 0.0
     h[freqs_hz >= nyquist] = 0.0
     return h
@@ -47,7 +47,10 @@ def morlet_response(freqs_hz: np.ndarray, fc: float, settings: AnalysisSettings,
 
 def cwt_rows_full_rate(audio, fs, s0, s1, freqs, settings):
     """Complex W (float64) at every sample s0..s1 (inclusive) for every row frequency."""
-    pad = int(math.ceil(8.0 * wavelet_sigma_samples(float(np.min(freqs)), fs, settings)))
+    # 8 sigma of the longest wavelet plus of the Nyquist roll-off's time response: circular
+    # convolution must not wrap around into the samples returned.
+    taper_sigma = 1.0 / (2.0 * math.pi * NYQUIST_TAPER)
+    pad = int(math.ceil(8.0 * (wavelet_sigma_samples(float(np.min(freqs)), fs, settings) + taper_sigma)))
     x = padded(audio, s0 - pad, s1 + 1 + pad)
     n = next_fast_len(len(x) + pad)
     X = rfft(x, n)

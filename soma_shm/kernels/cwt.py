@@ -56,8 +56,10 @@ def band_to_baseband(X, klo, khi, fc_bin, gauss_a, taper_bin, taper_width_bins, 
     """Weighted band ``X[klo..khi]`` placed around index 0 of ``Y`` (length L), other entries 0.
 
     The Gaussian gain ``2 exp(-a (k/fc_bin - 1)^2)`` is produced by a two-term recurrence
-    (two multiplications per bin instead of an ``exp``); bins above ``taper_bin`` are also
-    multiplied by the Nyquist roll-off ``exp(-((k - taper_bin)/taper_width_bins)^2 / 2)``.
+    (two multiplications per bin instead of an ``exp``); bins near Nyquist are also multiplied
+    by the roll-off ``0.5 erfc((k - taper_bin) / (sqrt(2) taper_width_bins))``
+    (:func:`soma_shm.plans.nyquist_taper`; 1 to within 1e-12 more than seven widths below its
+    centre, where it is skipped).
     """
     L = Y.shape[0]
     kc = (klo + khi) // 2
@@ -71,7 +73,8 @@ def band_to_baseband(X, klo, khi, fc_bin, gauss_a, taper_bin, taper_width_bins, 
     g = 2.0 * math.exp(-d * u * u)
     ratio = math.exp(-d * (2.0 * u + 1.0))
     q = math.exp(-2.0 * d)
-    k_plain = min(khi, int(math.floor(taper_bin)))  # bins up to here need no Nyquist roll-off
+    k_plain = min(khi, int(math.floor(taper_bin - 7.0 * taper_width_bins)))  # no roll-off up to here
+    taper_scale = 1.0 / (math.sqrt(2.0) * taper_width_bins)
     j = L - n_neg
     for k in range(klo, khi + 1):
         if k == kc:
@@ -79,8 +82,7 @@ def band_to_baseband(X, klo, khi, fc_bin, gauss_a, taper_bin, taper_width_bins, 
         if k <= k_plain:
             Y[j] = X[k] * g
         else:
-            z = (k - taper_bin) / taper_width_bins
-            Y[j] = X[k] * (g * math.exp(-0.5 * z * z))
+            Y[j] = X[k] * (g * 0.5 * math.erfc((k - taper_bin) * taper_scale))
         g *= ratio
         ratio *= q
         j += 1
@@ -635,7 +637,7 @@ def plan_row(spectra, offsets, segs, rows, wavelet, r):
     """Decimated baseband W of plan row ``r``: returns ``(y, scale, segment)``.
 
     ``segs = (seg_pad, seg_nfft)``, ``rows = (row_seg, row_klo, row_khi, row_nifft, row_fc, ...)``
-    and ``wavelet = (sample_rate, gauss_a, taper_start, taper_width)`` are a :class:`CwtPlan`'s
+    and ``wavelet = (sample_rate, gauss_a, taper_centre, taper_width)`` are a :class:`CwtPlan`'s
     arrays (see ``CwtPlan.kernel_args``); ``spectra``/``offsets`` come from :func:`segment_spectra`.
     """
     seg_nfft = segs[1]
@@ -644,7 +646,7 @@ def plan_row(spectra, offsets, segs, rows, wavelet, r):
     row_khi = rows[2]
     row_nifft = rows[3]
     row_fc = rows[4]
-    sample_rate, gauss_a, taper_start, taper_width = wavelet
+    sample_rate, gauss_a, taper_centre, taper_width = wavelet
     g = row_seg[r]
     nfft = seg_nfft[g]
     y, scale = decimated_row(
@@ -654,7 +656,7 @@ def plan_row(spectra, offsets, segs, rows, wavelet, r):
         row_khi[r],
         row_fc[r] * nfft / sample_rate,
         gauss_a,
-        taper_start * nfft / sample_rate,
+        taper_centre * nfft / sample_rate,
         taper_width * nfft / sample_rate,
         row_nifft[r],
     )
