@@ -125,7 +125,7 @@ def cwt_image(
     Notes
     -----
     One real FFT per padding segment, then per row only the FFT bins where the wavelet's
-    Gaussian response exceeds -100 dB are inverse-transformed at a decimated rate. Cost is
+    Gaussian response exceeds -114 dB are inverse-transformed at a decimated rate. Cost is
     ``O(sum of row bandwidths x window length)``, not ``O(rows x samples)``. Plans are cached per
     geometry. Samples beyond the window are real neighbouring audio where the file has it (padded
     by the wavelet support), zeros beyond the file.

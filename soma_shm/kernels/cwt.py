@@ -3,7 +3,7 @@
 The calibrated analytic response of the row centred on ``fc`` is
 ``H(f) = 2 exp(-a (f/fc - 1)^2)`` for ``0 < f < fs/2`` (``a = pi^2 B C^2``; rolled off smoothly in
 the last few per cent below Nyquist, see :data:`soma_shm.plans.NYQUIST_TAPER`), so a sine of
-amplitude A at ``fc`` gives ``|W| = A``. It is negligible outside a band of about ``fc (1 +- 0.25)`` (default
+amplitude A at ``fc`` gives ``|W| = A``. It is negligible outside a band of about ``fc (1 +- 0.27)`` (default
 wavelet), so each row needs only the FFT bins of that band: they are weighted, moved to baseband
 and inverse-transformed at a decimated rate (``L`` samples for the ``N``-sample window), which
 yields ``W`` at every ``N/L``-th sample up to a phase factor that ``|W|`` does not see.
