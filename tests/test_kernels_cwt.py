@@ -84,6 +84,25 @@ def test_click_flanks_keep_their_column_maxima(fs, t0, t1, fmin, fmax, width, he
     assert db_error(fast, ref, floor_db=-80.0, amp_reference=float(ref.max())) <= TOL_DB
 
 
+@pytest.mark.parametrize(
+    "fs, tones, geometry",
+    [
+        # Loud tones just outside the band of the rows near 29.5 kHz (their response there is
+        # about -100 dB, yet those rows' own content sits at -79 dB): the band must not drop them.
+        (96_000, [(22_971.0, 0.8), (21_938.0, 1.0), (21_807.0, 0.55)], (0.5644, 0.8627, 5_826.0, 45_202.0, 112, 49)),
+        # Loud tones near Nyquist: rows whose band meets the Nyquist roll-off must stay short in
+        # time, or their values depend on how much audio was padded.
+        (8_000, [(2_157.0, 0.8), (2_660.0, 0.66), (2_699.0, 0.77)], (0.8943, 0.9117, 425.0, 3_711.0, 207, 55)),
+    ],
+)
+def test_weak_rows_beside_loud_tones(fs, tones, geometry):
+    t = np.arange(fs) / fs
+    x = sum(a * np.sin(2 * np.pi * f * t) for f, a in tones).astype(np.float32)
+    fast = soma_shm.cwt_image(x, fs, *geometry)
+    ref = cwt_reference(x, fs, *geometry)
+    assert db_error(fast, ref, floor_db=-80.0, amp_reference=1.0) <= TOL_DB
+
+
 @pytest.mark.parametrize("fs", [8_000, 44_100, 48_000, 192_000])
 @pytest.mark.parametrize("amplitude", [1.0, 0.01])
 def test_sine_calibration(fs, amplitude):
