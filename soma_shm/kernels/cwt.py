@@ -400,9 +400,9 @@ def _narrowest_column(col_a, col_b):
 LAZY_EDGE_STEPS = 4.0
 """Rows whose columns all span at least this many decimated steps evaluate column edges only
 for columns whose maximum is at or next to an edge (:func:`_pool_lazy`). In narrower columns
-the maximum is mostly at an edge, and computing every edge once (each serves two columns) costs
-less (measured on perf/bench_kernels.py's cwt2 rows: 2-4 steps per column 40 % slower lazily,
-4-8 steps 15 % faster, wider 20 % faster)."""
+the maximum is mostly at an edge, so most edges are needed anyway, and :func:`_pool_eager`
+computes each once for two columns: on perf/bench_kernels.py's cwt2 rows, thresholds of 2 or 3
+steps pooled no faster than 4, side by side."""
 
 
 @jit
