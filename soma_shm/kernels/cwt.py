@@ -382,19 +382,14 @@ def column_peak(y, h, hbits, ua, ub, pa, pb, pa_out, pb_out, step_out):
 
 
 @jit
-def _widest_column(col_a, col_b):
-    w = 0
-    for c in range(col_a.shape[0]):
-        w = max(w, col_b[c] - col_a[c])
-    return w
-
-
-@jit
-def _narrowest_column(col_a, col_b):
-    w = col_b[0] - col_a[0]
-    for c in range(col_a.shape[0]):
-        w = min(w, col_b[c] - col_a[c])
-    return w
+def _column_spans(col_a, col_b):
+    """Narrowest and widest column (samples from first to last)."""
+    lo = hi = col_b[0] - col_a[0]
+    for c in range(1, col_a.shape[0]):
+        w = col_b[c] - col_a[c]
+        lo = min(lo, w)
+        hi = max(hi, w)
+    return lo, hi
 
 
 LAZY_EDGE_STEPS = 4.0
@@ -416,9 +411,10 @@ def pool_row(y, step, offset, col_a, col_b, scale, out_row):
     (:func:`_pool_eager`).
     """
     inv = 1.0 / step
-    if _widest_column(col_a, col_b) * inv < 0.5:
+    narrowest, widest = _column_spans(col_a, col_b)
+    if widest * inv < 0.5:
         _pool_narrow(y, inv, offset, col_a, col_b, scale, out_row)
-    elif _narrowest_column(col_a, col_b) * inv >= LAZY_EDGE_STEPS:
+    elif narrowest * inv >= LAZY_EDGE_STEPS:
         _pool_lazy(y, inv, offset, col_a, col_b, scale, out_row)
     else:
         _pool_eager(y, inv, offset, col_a, col_b, scale, out_row)
@@ -602,12 +598,14 @@ def _pool_lazy(y, inv, offset, col_a, col_b, scale, out_row):
         # An edge's witnesses are the half-steps either side of it; the stronger side first.
         left = max(h[j0 - 1], h[j0])
         right = max(h[j1], h[j1 + 1])
-        for side in range(2):
-            if (side == 0) == (left >= right):
-                if left >= NEAR_TOP * v:
-                    v = max(v, _peak_near(y, h, j0, ua, ub))
-            elif right >= NEAR_TOP * v:
-                v = max(v, _peak_near(y, h, j1, ua, ub))
+        if left >= right:
+            j_first, w_first, j_second, w_second = j0, left, j1, right
+        else:
+            j_first, w_first, j_second, w_second = j1, right, j0, left
+        if w_first >= NEAR_TOP * v:
+            v = max(v, _peak_near(y, h, j_first, ua, ub))
+        if w_second >= NEAR_TOP * v:
+            v = max(v, _peak_near(y, h, j_second, ua, ub))
         out_row[c] = math.sqrt(v) * scale
 
 
