@@ -196,18 +196,84 @@ def test_stroke_snaps_into_a_partial_with_undo_and_redo(app, opened):
     before = len(client.call("state")["document"]["partials"])
     rid = client.call("snap", trace=[[1.0, 455.0], [2.0, 430.0], [3.0, 450.0]])["request_id"]
     snapped = client.wait("snapped", where=lambda e: e["request_id"] == rid)
-    doc = client.wait("document")["document"]
-    assert len(doc["partials"]) == before + 1 and doc["can_undo"]
-    part = next(p for p in doc["partials"] if p["id"] == snapped["partial_id"])
+    edit = client.wait("edit")
+    # Only the new partial travels, with the history flags.
+    assert [p["id"] for p in edit["added"]] == [snapped["partial_id"]] and edit["history"]["can_undo"]
+    assert edit["changed"] == [] and edit["removed"] == []
+    part = edit["added"][0]
     f = np.array(part["points"])[:, 1]
     assert np.median(np.abs(1200 * np.log2(f / 440.0))) < 10  # on the 440 Hz ridge, not the stroke
     amp = np.array(part["points"])[:, 2]
     assert np.median(amp) == pytest.approx(0.3, rel=0.1)
-    assert len(client.call("undo")["partials"]) == before
-    assert len(client.call("redo")["partials"]) == before + 1
-    ids = [p["id"] for p in client.call("state")["document"]["partials"]]
-    assert len(client.call("delete_partials", ids=ids)["partials"]) == 0
-    assert len(client.call("undo")["partials"]) == len(ids)
+    assert client.call("undo")["removed"] == [part["id"]]
+    assert client.call("redo")["added"] == [part["id"]]
+    state = client.call("state")["document"]
+    ids = [p["id"] for p in state["partials"]]
+    assert len(ids) == before + 1
+    # The snapshot's points arrive as one float32 blob, n rows per partial in order.
+    block = client.blob(state["points_blob"]).view(np.float32).reshape(-1, 3)
+    assert block.shape[0] == sum(p["n"] for p in state["partials"])
+    np.testing.assert_allclose(block[-state["partials"][-1]["n"]:], np.array(part["points"], dtype=np.float32))
+    assert sorted(client.call("delete_partials", ids=ids)["removed"]) == sorted(ids)
+    assert sorted(client.call("undo")["added"]) == sorted(ids)
+
+
+def test_edit_tools_through_the_api(app, opened):
+    """Merge, crop, erase, extend (snapped), mute: each one edit event, each undoable."""
+    _, _, client = app
+    old = [p["id"] for p in client.call("state")["document"]["partials"]]
+    if old:
+        client.call("delete_partials", ids=old)
+    got = []
+    for trace in ([[0.5, 1450.0], [1.2, 1550.0]], [[1.6, 1450.0], [2.4, 1550.0]]):
+        rid = client.call("snap", trace=trace)["request_id"]
+        got.append(client.wait("snapped", where=lambda e, r=rid: e["request_id"] == r)["partial_id"])
+    a, b = got
+    out = client.call("merge_partials", ids=[a, b])
+    assert out["changed"] == [a] and out["removed"] == [b] and out["history"]["undo_label"].startswith("merge")
+    ev = client.wait("edit", where=lambda e: e["label"] and e["label"].startswith("merge"))
+    t = np.array(ev["changed"][0]["points"])[:, 0]
+    assert t[0] < 0.6 and t[-1] > 2.3 and np.diff(t).max() < 0.011  # the gap is bridged
+    out = client.call("crop_partial", id=a, t0=1.0, t1=2.0)
+    assert out["changed"] == [a]
+    t = np.array(client.wait("edit", where=lambda e: e["label"] == f"crop {a}")["changed"][0]["points"])[:, 0]
+    assert t[0] >= 1.0 and t[-1] <= 2.0
+    rid = client.call("extend_partial", id=a, trace=[[t[-1], 1500.0], [3.0, 1500.0]])["request_id"]
+    client.wait("snapped", where=lambda e: e["request_id"] == rid)
+    ext = client.wait("edit", where=lambda e: e["label"] == f"extend {a}")
+    t2 = np.array(ext["changed"][0]["points"])[:, 0]
+    assert t2[0] == t[0] and t2[-1] > 2.8
+    out = client.call("erase", trace=[[1.5, 1200.0], [1.5, 1900.0]], radius_t=0.05, radius_octaves=0.05)
+    assert out["changed"] == [a] and len(out["added"]) == 1
+    out = client.call("set_muted", ids=[a] + out["added"], is_muted=True)
+    assert len(out["changed"]) == 2
+    err = client.call("merge_partials", expect_ok=False, ids=[a])
+    assert err["type"] == "ParameterError" and "at least 2" in err["message"]
+    err = client.call("erase", expect_ok=False, trace=[[3.5, 100.0], [3.9, 100.0]], radius_t=0.01, radius_octaves=0.01)
+    assert "touched no partial" in err["message"]
+    # Undo everything: back to the two snapped partials; undo past the start is a no-op.
+    labels = []
+    while True:
+        r = client.call("undo")
+        if r["label"] is None:
+            break
+        labels.append(r["label"].split()[0])
+    assert labels[:5] == ["mute", "erase", "extend", "crop", "merge"]
+    assert not r["history"]["can_undo"] and r["history"]["can_redo"]
+    assert client.call("state")["document"]["partials"] == []
+
+
+def test_settings_changes_are_undoable(app, opened):
+    _, _, client = app
+    before = client.call("state")["document"]["settings"]["gamma"]
+    client.call("set_settings", gamma=0.6)
+    ev = client.wait("edit", where=lambda e: "settings" in e)
+    assert ev["settings"]["gamma"] == 0.6 and "gamma" in ev["history"]["undo_label"]
+    client.call("undo")
+    client.wait("overview")  # re-tone-mapped with the settings undone
+    ev = client.wait("edit", where=lambda e: "settings" in e)
+    assert ev["settings"]["gamma"] == before
+    assert client.call("state")["document"]["settings"]["gamma"] == before
 
 
 def test_bad_requests_leave_the_document_intact(app, opened, tmp_path):
@@ -255,11 +321,11 @@ def test_save_load_and_export_through_the_api(app, opened, tmp_path):
     rid = client.call("snap", trace=[[0.5, 1450.0], [1.5, 1550.0]])["request_id"]
     client.wait("snapped", where=lambda e: e["request_id"] == rid)
     saved = client.call("save_project", path=str(tmp_path / "p.soma"))
-    assert saved["document"]["dirty"] is False
-    n = len(saved["document"]["partials"])
+    assert saved["history"]["dirty"] is False
+    ids = [p["id"] for p in client.call("state")["document"]["partials"]]
+    n = len(ids)
     data = json.loads((tmp_path / "p.soma").read_text())
     assert len(data["data"]["partials"]) == n and data["source"]["path"].endswith("tones.wav")
-    ids = [p["id"] for p in saved["document"]["partials"]]
     client.call("delete_partials", ids=ids)
     loaded = client.call("load_project", path=str(tmp_path / "p.soma"))
     assert loaded["opening"] is None and loaded["source_matches"] is True

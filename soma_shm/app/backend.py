@@ -13,7 +13,13 @@ Events (``{"type": ..., ...}``):
 ``opened``    {file, overview, document}    a file is open and its overview blob is ready
 ``overview``  {overview}                    the overview blob changed (new dB range / gamma)
 ``viewport``  {blob, request_id, t0, t1, fmin, fmax, width, height, method, timings}
-``document``  {document}                    partials / history changed
+``document``  {document}                    a whole new document (open, load): partials without
+                                            points, plus ``points_blob``, the id of one float32
+                                            ``(sum n, 3)`` blob of all their points in order
+``edit``      {label, added, changed, removed, history, settings?}
+                                            one edit, undo or redo: the partials added and changed
+                                            (with points), the ids removed, the history flags and,
+                                            when they changed, the settings
 ``snapped``   {request_id, partial_id, timings}
 ``status``    {status}                      worker state and last timings
 ``error``     {op, error: {type, message}, request_id?}
@@ -52,6 +58,11 @@ API_METHODS = (
     "snap",
     "delete_partials",
     "update_partial",
+    "set_muted",
+    "merge_partials",
+    "crop_partial",
+    "extend_partial",
+    "erase",
     "undo",
     "redo",
     "set_settings",
@@ -134,20 +145,27 @@ class BlobStore:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._blobs: OrderedDict[int, tuple[bytes, int, int]] = OrderedDict()
-        self._pinned: set[int] = set()
+        self._pins: dict[str, int] = {}  # slot -> the blob kept for it (the overview, the document)
         self._keep = keep
 
-    def put(self, image: np.ndarray, pin: bool = False) -> int:
+    def put(self, image: np.ndarray, pin: bool | str = False) -> int:
+        """Keep ``image`` (2-D uint8); ``pin`` (True: the overview, or a slot name) keeps it until
+        the next one of the same slot, whatever the number of other images."""
         h, w = image.shape
         data = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
         with self._lock:
             bid = next(self._ids)
             self._blobs[bid] = (data, w, h)
-            if pin:
-                self._pinned = {bid}
-            while len(self._blobs) > self._keep + len(self._pinned):
+            if pin:  # the slot's previous blob is no longer pinned: evicted later like a new one
+                old = self._pins.get("overview" if pin is True else pin)
+                self._pins["overview" if pin is True else pin] = bid
+                if old in self._blobs:
+                    self._blobs.move_to_end(old)
+                    self._blobs.move_to_end(bid)
+            pinned = set(self._pins.values())
+            while len(self._blobs) > self._keep + len(pinned):
                 for old in self._blobs:
-                    if old not in self._pinned:
+                    if old not in pinned:
                         del self._blobs[old]
                         break
                 else:  # pragma: no cover
@@ -187,6 +205,7 @@ class AppBackend:
         self._load_token = 0
         self._last: dict[str, Any] = {"viewport": None, "snap": None, "overview": None}
         self._pending_snaps: set[int] = set()
+        self._points_blob: tuple | None = None  # ((document id, revision), blob id) of the last snapshot
         self._views = _ViewScheduler(self)
         self._last_error: dict | None = None  # the last failed open, for a page that connects later
         self._pending_document: tuple[str, SomaDocument] | None = None
@@ -238,7 +257,7 @@ class AppBackend:
             return {
                 "file": self._file,
                 "overview": self._overview,
-                "document": self.document.state(),
+                "document": self._document_snapshot(),
                 "status": self.status(),
                 "loading": self._loading is not None and self._loading.is_alive(),
                 "window": self.dialogs is not None,
@@ -381,8 +400,8 @@ class AppBackend:
             self._last_error = None
             self._loading = None  # a new open may start as soon as this one is announced
             self._last["overview"] = {**overview["timings"], "decode_s": t_decode}
-        self.events.publish({"type": "opened", "file": self._file, "overview": overview,
-                             "document": self.document.state()})
+            document = self._document_snapshot()
+        self.events.publish({"type": "opened", "file": self._file, "overview": overview, "document": document})
         self._publish_status()
 
     def _render_overview(self) -> dict:
@@ -444,7 +463,7 @@ class AppBackend:
         self._publish_status()
 
     # ------------------------------------------------------------------------------ snap
-    def snap(self, trace: list) -> dict:
+    def snap(self, trace: list, _extend: str | None = None) -> dict:
         """Snap a drawn stroke ``[[t, f], ...]``; the partial is added when the result arrives."""
         if self._file is None:
             raise EngineClosed("no file is open; open an audio file before drawing")
@@ -452,7 +471,7 @@ class AppBackend:
         ids: dict[str, int] = {}
 
         def done(result: Any) -> None:
-            self._on_snap(result, generation, ids.get("id"))
+            self._on_snap(result, generation, ids.get("id"), _extend)
 
         handle = self.engine.submit_snap(trace, on_result=done)
         ids["id"] = handle.request_id
@@ -460,7 +479,7 @@ class AppBackend:
         self._publish_status()
         return {"request_id": handle.request_id}
 
-    def _on_snap(self, result: Any, generation: int, rid: int | None) -> None:
+    def _on_snap(self, result: Any, generation: int, rid: int | None, extend: str | None = None) -> None:
         if isinstance(result, BaseException):
             self._pending_snaps.discard(rid)
             if isinstance(result, RequestCancelled) and (self._file is None or self._file["generation"] != generation):
@@ -479,57 +498,137 @@ class AppBackend:
                 self.events.publish({"type": "error", "op": "snap", "request_id": rid, "error": {
                     "type": "ParameterError", "message": "the stroke found no ridge to snap to; draw over a visible partial"}})
                 return
-            partial = self.document.add_partial(points)
+            try:
+                if extend is None:
+                    partial = self.document.add_partial(points)
+                else:
+                    partial = self.document.extend_partial(extend, points)
+            except ParameterError as exc:  # the partial went meanwhile, or nothing lies beyond its end
+                self.events.publish({"type": "error", "op": "snap", "request_id": rid, "error": error_payload(exc)})
+                return
             self._last["snap"] = {"request_id": rid, "points": int(points.shape[0]), **timings}
-            doc = self.document.state()
+            event = self._edit_event(self._last_edit())
         self.events.publish({"type": "snapped", "request_id": rid, "partial_id": partial.id, "timings": timings})
-        self.events.publish({"type": "document", "document": doc})
+        self.events.publish(event)
         self._publish_status()
 
     # --------------------------------------------------------------------------- editing
-    def _edited(self) -> dict:
+    def _document_snapshot(self) -> dict:
+        """The whole document for the page (open, load, a page connecting): partials without their
+        points plus ``points_blob``, the id of one float32 blob of all points in order."""
         doc = self.document.state()
-        self.events.publish({"type": "document", "document": doc})
+        key = (id(self.document), self.document.revision)
+        cached = self._points_blob
+        if cached is not None and cached[0] == key and self.blobs.get(cached[1]) is not None:
+            doc["points_blob"] = cached[1]
+            return doc
+        block = self.document.points_block()
+        doc["points_blob"] = self.blobs.put(block.view(np.uint8).reshape(1, -1) if block.size
+                                            else np.zeros((1, 0), np.uint8), pin="document")
+        self._points_blob = (key, doc["points_blob"])
         return doc
+
+    def _edit_event(self, edit: Any) -> dict:
+        """The ``edit`` event of one applied edit (or inverse): only what it touched."""
+        delta = edit.delta()
+        event = {"type": "edit", "label": edit.label,
+                 "added": [p.to_dict() for p in delta["added"]],
+                 "changed": [p.to_dict() for p in delta["changed"]],
+                 "removed": delta["removed"], "history": self.document.history()}
+        if edit.settings is not None:
+            event["settings"] = self.document.settings.to_dict()
+        return event
+
+    def _edited(self, edit: Any) -> dict:
+        """Publish one edit and return its summary: ids added / changed / removed, history."""
+        if edit is None:  # nothing to undo / redo: a no-op, the page learns the flags
+            self.events.publish({"type": "edit", "label": None, "added": [], "changed": [], "removed": [],
+                                 "history": self.document.history()})
+            return {"label": None, "added": [], "changed": [], "removed": [], "history": self.document.history()}
+        if edit.settings is not None:
+            self._apply_settings(self.document.settings)
+        event = self._edit_event(edit)
+        self.events.publish(event)
+        return {"label": edit.label, "added": [p["id"] for p in event["added"]],
+                "changed": [p["id"] for p in event["changed"]], "removed": event["removed"],
+                "history": event["history"]}
+
+    def _last_edit(self) -> Any:
+        return self.document._undo[-1]
 
     def delete_partials(self, ids: list) -> dict:
         """Delete partials by id (undoable)."""
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ParameterError(f"ids={ids!r} must be a list of partial ids")
+        _ids(ids)
         with self._lock:
             self.document.delete_partials(ids)
-            return self._edited()
+            return self._edited(self._last_edit())
 
     def update_partial(self, id: str, color: str | None = None, is_muted: bool | None = None) -> dict:
         """Recolour or (un)mute a partial (undoable)."""
         with self._lock:
             self.document.update_partial(id, color=color, is_muted=is_muted)
-            return self._edited()
+            return self._edited(self._last_edit())
+
+    def set_muted(self, ids: list, is_muted: bool) -> dict:
+        """Mute or unmute several partials (one undoable edit)."""
+        _ids(ids)
+        with self._lock:
+            if self.document.set_muted(ids, is_muted) == 0:
+                return {"label": None, "added": [], "changed": [], "removed": [], "history": self.document.history()}
+            return self._edited(self._last_edit())
+
+    def merge_partials(self, ids: list) -> dict:
+        """Connect two or more partials into one, bridging the gaps (undoable)."""
+        _ids(ids)
+        with self._lock:
+            self.document.merge_partials(ids)
+            return self._edited(self._last_edit())
+
+    def crop_partial(self, id: str, t0: float, t1: float) -> dict:
+        """Keep only the points of partial ``id`` between ``t0`` and ``t1`` seconds (undoable)."""
+        with self._lock:
+            self.document.crop_partial(id, t0, t1)
+            return self._edited(self._last_edit())
+
+    def extend_partial(self, id: str, trace: list) -> dict:
+        """Extend partial ``id`` along a stroke ``[[t, f], ...]`` drawn from one of its ends: the
+        stroke is snapped like a pencil stroke and the snapped points beyond the end are joined
+        (undoable) when the result arrives (``snapped`` + ``edit`` events)."""
+        with self._lock:
+            self.document.partial(id)
+        return self.snap(trace, _extend=id)
+
+    def erase(self, trace: list, radius_t: float, radius_octaves: float) -> dict:
+        """Erase the points under a stroke ``[[t, f], ...]`` (within ``radius_t`` s and
+        ``radius_octaves`` of it); partials cut in the middle are split (undoable)."""
+        with self._lock:
+            self.document.erase(trace, radius_t, radius_octaves)
+            return self._edited(self._last_edit())
 
     def undo(self) -> dict:
-        """Undo the last partial edit."""
+        """Undo the last edit (a no-op when there is none)."""
         with self._lock:
-            self.document.undo()
-            return self._edited()
+            return self._edited(self.document.undo())
 
     def redo(self) -> dict:
-        """Redo the last undone edit."""
+        """Redo the last undone edit (a no-op when there is none)."""
         with self._lock:
-            self.document.redo()
-            return self._edited()
+            return self._edited(self.document.redo())
 
     # -------------------------------------------------------------------------- settings
     def set_settings(self, **values: Any) -> dict:
-        """Change analysis settings (wavelet B/C, bins/octave, dB range, gamma, ...).
+        """Change analysis settings (wavelet B/C, bins/octave, dB range, gamma, ...) as an undoable
+        edit.
 
         The overview is re-tone-mapped at once (pushed as ``overview``); the page asks for a new
         viewport. Invalid values raise ParameterError and change nothing.
         """
         with self._lock:
             settings = self.engine.settings.replace(**values)
-            self.document.set_settings(settings)
-            self._apply_settings(settings)
-        self.events.publish({"type": "document", "document": self.document.state()})
+            if self.document.change_settings(settings):
+                self._edited(self._last_edit())
+            else:
+                self._apply_settings(settings)
         return {"settings": settings.to_dict()}
 
     def _apply_settings(self, settings: AnalysisSettings) -> None:
@@ -551,8 +650,9 @@ class AppBackend:
             raise ParameterError(f"path={path!r} must be a .soma file path")
         with self._lock:
             saved = self.document.save(os.path.expanduser(path))
-            doc = self._edited()
-        return {"path": saved, "document": doc}
+            self.events.publish({"type": "edit", "label": None, "added": [], "changed": [], "removed": [],
+                                 "history": self.document.history()})
+        return {"path": saved, "history": self.document.history()}
 
     def load_project(self, path: str) -> dict:
         """Load a ``.soma`` project; its source audio is opened when it is not the open file.
@@ -568,7 +668,8 @@ class AppBackend:
             if src and current and os.path.realpath(src) == os.path.realpath(current):
                 self.document = doc
                 self._apply_settings(doc.settings)
-                state = self._edited()
+                state = self._document_snapshot()
+                self.events.publish({"type": "document", "document": state})
                 return {"document": state, "opening": None, "source_matches": doc.source_matches()}
         if not src or not os.path.isfile(src):
             raise ParameterError(
@@ -723,6 +824,11 @@ class _ViewScheduler:
             if self._running is run:
                 self._running = None
                 self._cond.notify()
+
+
+def _ids(ids: Any) -> None:
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ParameterError(f"ids={ids!r} must be a list of partial ids")
 
 
 def _warm_overview() -> None:

@@ -24,9 +24,11 @@ Loading is tolerant where SOMA projects may differ (missing settings take the de
 written back) and strict where data would be wrong (points that are not finite ``[t, f, a]``
 rows, duplicate ids): those raise :class:`~soma_shm.ParameterError` naming the partial.
 
-History: every edit (add, delete, mute, recolour, clear, load of partials) records the partial
-list before it; ``undo``/``redo`` swap whole snapshots. Partials are immutable, so a snapshot is a
-tuple of references and costs nothing to keep.
+History: every edit (add, delete, mute, recolour, merge, crop, extend, erase, clear, a settings
+change) is an :class:`Edit` holding only the partials it removed and added; ``undo`` applies its
+inverse and ``redo`` applies it again, so an edit costs O(partials it touched) at any document
+size. Partials are immutable, so an edit keeps references, never copies. Undo with nothing to
+undo (and redo with nothing to redo) is a no-op returning None.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -46,7 +49,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..settings import AnalysisSettings
 
-__all__ = ["Partial", "SomaDocument", "SPECTROGRAM_KEYS", "SNAP_KEYS", "PALETTE", "file_md5"]
+__all__ = ["Partial", "Edit", "SomaDocument", "SPECTROGRAM_KEYS", "SNAP_KEYS", "PALETTE", "file_md5"]
 
 FORMAT_VERSION = 1
 SPECTROGRAM_KEYS = ("wavelet_bandwidth", "wavelet_center", "min_db", "max_db", "gamma", "stft_window_ms", "stft_hop_fraction")
@@ -128,6 +131,35 @@ class Partial:
         }
 
 
+@dataclass(frozen=True)
+class Edit:
+    """One undoable edit: the partials it removed and added (each as ``(order, Partial)``; a
+    partial in both was changed in place) and, for a settings change, ``(before, after)``.
+
+    Undo applies the inverse (added leave, removed come back at their places), so an edit costs
+    O(partials it touched) in time and memory, whatever the size of the document.
+    """
+
+    label: str
+    removed: tuple = ()
+    added: tuple = ()
+    settings: tuple | None = None
+
+    def inverse(self) -> "Edit":
+        s = None if self.settings is None else (self.settings[1], self.settings[0])
+        return Edit(self.label, self.added, self.removed, s)
+
+    def delta(self) -> dict[str, Any]:
+        """``{"added": [Partial], "changed": [Partial], "removed": [id]}`` of applying this edit."""
+        before = {p.id for _, p in self.removed}
+        after = {p.id: p for _, p in self.added}
+        return {
+            "added": [p for pid, p in after.items() if pid not in before],
+            "changed": [p for pid, p in after.items() if pid in before],
+            "removed": [pid for pid in before if pid not in after],
+        }
+
+
 @dataclass
 class SomaDocument:
     """Source, settings, partials and the undo/redo history of partial edits.
@@ -144,13 +176,17 @@ class SomaDocument:
     source_path: str | None = None
     source_md5: str | None = None
     project_path: str | None = None
-    partials: tuple[Partial, ...] = ()
     extra_settings: dict = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     dirty: bool = False
     _undo: list = field(default_factory=list, repr=False)
     _redo: list = field(default_factory=list, repr=False)
     _next_id: int = 1
+    _parts: dict = field(default_factory=dict, repr=False)  # id -> Partial
+    _order: dict = field(default_factory=dict, repr=False)  # id -> position key (document order)
+    _next_order: int = 0
+    _ordered: tuple | None = field(default=None, repr=False)  # cached document-order tuple
+    revision: int = 0  # counts changes of the partials (snapshots are cached by it)
 
     # ------------------------------------------------------------------ source and settings
     def set_source(self, path: str | None, md5: str | None = None) -> None:
@@ -168,49 +204,111 @@ class SomaDocument:
         self.dirty = True
 
     # ---------------------------------------------------------------------------- partials
-    def partial(self, pid: str) -> Partial:
-        for p in self.partials:
-            if p.id == pid:
-                return p
-        raise ParameterError(f"no partial with id={pid!r}; existing ids: {[p.id for p in self.partials][:20]}")
+    @property
+    def partials(self) -> tuple[Partial, ...]:
+        """The partials in document order (creation order; an undone delete puts them back in place)."""
+        if self._ordered is None:
+            order = self._order
+            self._ordered = tuple(sorted(self._parts.values(), key=lambda p: order[p.id]))
+        return self._ordered
 
-    def _new_id(self) -> str:
-        ids = {p.id for p in self.partials}
-        while f"p{self._next_id}" in ids:
+    @partials.setter
+    def partials(self, value: Iterable[Partial]) -> None:
+        # Replaces everything without history (a loaded project): ids must be unique.
+        parts: dict[str, Partial] = {}
+        for p in value:
+            if p.id in parts:
+                raise ParameterError(f"partial id {p.id!r} appears twice; ids must be unique")
+            parts[p.id] = p
+        self._parts = parts
+        self._order = {pid: i for i, pid in enumerate(parts)}
+        self._next_order = len(parts)
+        self._ordered = None
+        self.revision += 1
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def partial(self, pid: str) -> Partial:
+        try:
+            return self._parts[pid]
+        except (KeyError, TypeError):
+            raise ParameterError(
+                f"no partial with id={pid!r}; existing ids: {list(self._parts)[:20]}"
+            ) from None
+
+    def _new_id(self, taken: Iterable[str] = ()) -> str:
+        taken = set(taken)
+        while f"p{self._next_id}" in self._parts or f"p{self._next_id}" in taken:
             self._next_id += 1
         pid = f"p{self._next_id}"
         self._next_id += 1
         return pid
 
-    def _commit(self, partials: Iterable[Partial], label: str) -> None:
-        self._undo.append((label, self.partials))
-        del self._undo[:-HISTORY_LIMIT]
-        self._redo.clear()
-        self.partials = tuple(partials)
-        self.dirty = True
-
-    def add_partial(self, points: Any, color: str | None = None, is_muted: bool = False) -> Partial:
-        """Add a partial from ``(K, 3)`` points (an undoable edit); returns it."""
-        pid = self._new_id()
+    def _new_partial(self, points: np.ndarray, color: str | None = None, is_muted: bool = False,
+                     taken: Iterable[str] = ()) -> Partial:
+        pid = self._new_id(taken)
         pts = _points(points, f"partial {pid}")
         if color is None:
             color = PALETTE[(self._next_id - 2) % len(PALETTE)]
-        partial = Partial(pid, pts, _color(color, f"partial {pid}"), bool(is_muted))
-        self._commit((*self.partials, partial), f"add {pid}")
+        return Partial(pid, pts, _color(color, f"partial {pid}"), bool(is_muted))
+
+    def _apply(self, removed: tuple, added: tuple) -> None:
+        # ``removed`` / ``added``: ((order, Partial), ...). A partial in both keeps its place.
+        gone = {p.id for _, p in removed}
+        for _, p in removed:
+            del self._parts[p.id]
+        for order, p in added:
+            self._parts[p.id] = p
+            self._order[p.id] = order
+        for pid in gone - self._parts.keys():
+            del self._order[pid]
+        self._ordered = None
+        self.revision += 1
+
+    def _commit(self, label: str, removed: Iterable[Partial] = (), added: Iterable[Partial] = (),
+                settings: tuple | None = None) -> Edit:
+        """Record and apply one edit: ``removed`` partials leave, ``added`` ones arrive (a partial
+        in both is changed in place). Costs O(partials touched), not O(document)."""
+        rem = tuple((self._order[p.id], p) for p in removed)
+        orders = dict(rem and [(p.id, o) for o, p in rem])
+        add = []
+        for p in added:
+            if p.id not in orders:
+                orders[p.id] = self._next_order
+                self._next_order += 1
+            add.append((orders[p.id], p))
+        edit = Edit(label, rem, tuple(add), settings)
+        self._apply(edit.removed, edit.added)
+        if settings is not None:
+            self.settings = settings[1]
+        self._undo.append(edit)
+        del self._undo[:-HISTORY_LIMIT]
+        self._redo.clear()
+        self.dirty = True
+        return edit
+
+    def add_partial(self, points: Any, color: str | None = None, is_muted: bool = False) -> Partial:
+        """Add a partial from ``(K, 3)`` points (an undoable edit); returns it."""
+        partial = self._new_partial(points, color, is_muted)
+        self._commit(f"add {partial.id}", added=(partial,))
         return partial
 
     def delete_partials(self, ids: Iterable[str]) -> int:
         """Delete partials by id (one undoable edit); unknown ids raise. Returns how many."""
-        ids = list(ids)
-        if not ids:
-            raise ParameterError("ids is empty; select at least one partial to delete")
-        for pid in ids:
-            self.partial(pid)
-        gone = set(ids)
-        keep = tuple(p for p in self.partials if p.id not in gone)
-        removed = len(self.partials) - len(keep)
-        self._commit(keep, f"delete {', '.join(sorted(gone))}")
-        return removed
+        gone = self._existing(ids, "delete")
+        self._commit(f"delete {_names(gone)}", removed=gone)
+        return len(gone)
+
+    def _existing(self, ids: Iterable[str], what: str, at_least: int = 1) -> list[Partial]:
+        if isinstance(ids, str) or not isinstance(ids, Iterable):
+            raise ParameterError(f"ids={ids!r} must be a list of partial ids")
+        ids = list(dict.fromkeys(ids))
+        if len(ids) < at_least:
+            raise ParameterError(
+                f"{what} needs at least {at_least} partial{'s' if at_least > 1 else ''}; got ids={ids!r}"
+                if ids else f"ids is empty; select at least {at_least} partial{'s' if at_least > 1 else ''} to {what}")
+        return [self.partial(pid) for pid in ids]
 
     def update_partial(self, pid: str, *, color: str | None = None, is_muted: bool | None = None) -> Partial:
         """Recolour or (un)mute a partial (an undoable edit)."""
@@ -225,13 +323,157 @@ class SomaDocument:
         if not changes:
             raise ParameterError("nothing to change: give color and/or is_muted")
         new = replace(old, **changes)
-        self._commit(tuple(new if p.id == pid else p for p in self.partials), f"edit {pid}")
+        self._commit(f"edit {pid}", removed=(old,), added=(new,))
         return new
+
+    def set_muted(self, ids: Iterable[str], is_muted: bool) -> int:
+        """Mute or unmute several partials (one undoable edit); returns how many changed."""
+        if not isinstance(is_muted, bool):
+            raise ParameterError(f"is_muted={is_muted!r} must be true or false")
+        olds = [p for p in self._existing(ids, "mute") if p.is_muted != is_muted]
+        if olds:
+            news = [replace(p, is_muted=is_muted) for p in olds]
+            self._commit(f"{'mute' if is_muted else 'unmute'} {_names(olds)}", removed=olds, added=news)
+        return len(olds)
 
     def clear_partials(self) -> None:
         """Remove every partial (an undoable edit)."""
-        if self.partials:
-            self._commit((), "clear")
+        if self._parts:
+            self._commit("clear", removed=self.partials)
+
+    def merge_partials(self, ids: Iterable[str]) -> Partial:
+        """Connect two or more partials into one (an undoable edit); returns the merged partial.
+
+        The partials are joined in order of their start times; where one starts before the
+        previous one ends, the previous one's points are kept up to its end and the next one's
+        points continue after it. A gap between them is bridged by points every
+        ``settings.time_resolution_ms``, log-frequency and amplitude interpolated linearly. The
+        merged partial keeps the id, colour and mute state of the earliest one.
+        """
+        parts = sorted(self._existing(ids, "merge", at_least=2), key=lambda p: (p.points[0, 0], p.points[-1, 0]))
+        step = self.settings.time_resolution_ms / 1000.0
+        out = [parts[0].points]
+        for p in parts[1:]:
+            end = out[-1][-1]
+            nxt = p.points[p.points[:, 0] > end[0]]
+            if nxt.shape[0] == 0:
+                continue  # wholly inside what is already joined: nothing after it
+            gap = nxt[0, 0] - end[0]
+            n_bridge = int(np.floor(gap / step - 1e-9))
+            if n_bridge > 0:
+                u = (np.arange(1, n_bridge + 1) * step / gap)[:, None]
+                a, b = end, nxt[0]
+                bridge = np.column_stack([
+                    a[0] + u[:, 0] * gap,
+                    np.exp(np.log(a[1]) + u[:, 0] * (np.log(b[1]) - np.log(a[1]))),
+                    a[2] + u[:, 0] * (b[2] - a[2]),
+                ])
+                out.append(bridge)
+            out.append(nxt)
+        first = parts[0]
+        merged = Partial(first.id, _points(np.concatenate(out), f"partial {first.id}"), first.color, first.is_muted)
+        self._commit(f"merge {_names(parts)}", removed=parts, added=(merged,))
+        return merged
+
+    def crop_partial(self, pid: str, t0: float, t1: float) -> Partial:
+        """Keep only the points of a partial with ``t0 <= time <= t1`` (an undoable edit)."""
+        old = self.partial(pid)
+        try:
+            t0, t1 = float(t0), float(t1)
+        except (TypeError, ValueError):
+            raise ParameterError(f"crop times t0={t0!r}, t1={t1!r} must be numbers (seconds)") from None
+        if not (math.isfinite(t0) and math.isfinite(t1) and t0 < t1):
+            raise ParameterError(f"crop needs finite t0 < t1; got t0={t0}, t1={t1}")
+        p = old.points
+        keep = p[(p[:, 0] >= t0) & (p[:, 0] <= t1)]
+        if keep.shape[0] == p.shape[0]:
+            raise ParameterError(
+                f"crop {t0:.3f}-{t1:.3f} s keeps all of partial {pid} ({p[0, 0]:.3f}-{p[-1, 0]:.3f} s); nothing to crop")
+        if keep.shape[0] < 2:
+            raise ParameterError(
+                f"crop {t0:.3f}-{t1:.3f} s would leave partial {pid} fewer than 2 points; delete it instead")
+        new = replace(old, points=_points(keep, f"partial {pid}"))
+        self._commit(f"crop {pid}", removed=(old,), added=(new,))
+        return new
+
+    def extend_partial(self, pid: str, points: Any) -> Partial:
+        """Extend a partial with snapped ``(K, 3)`` points (an undoable edit): the points before its
+        first point are put in front, those after its last point behind; points inside its time
+        span are ignored (cropping is :meth:`crop_partial`)."""
+        old = self.partial(pid)
+        new_pts = _points(points, f"extension of partial {pid}")
+        p = old.points
+        before = new_pts[new_pts[:, 0] < p[0, 0]]
+        after = new_pts[new_pts[:, 0] > p[-1, 0]]
+        if before.shape[0] == 0 and after.shape[0] == 0:
+            raise ParameterError(
+                f"the extension ({new_pts[0, 0]:.3f}-{new_pts[-1, 0]:.3f} s) lies inside partial {pid} "
+                f"({p[0, 0]:.3f}-{p[-1, 0]:.3f} s); drag an end handle beyond the end to extend")
+        joined = np.concatenate([before[np.argsort(before[:, 0], kind="stable")], p,
+                                 after[np.argsort(after[:, 0], kind="stable")]])
+        new = replace(old, points=_points(joined, f"partial {pid}"))
+        self._commit(f"extend {pid}", removed=(old,), added=(new,))
+        return new
+
+    def erase(self, trace: Any, radius_t: float, radius_octaves: float) -> dict[str, list[str]]:
+        """Erase the points under a stroke (an undoable edit).
+
+        ``trace`` is the stroke ``[[t, f], ...]``; a point is erased when it lies within the
+        ellipse of half-axes ``radius_t`` seconds and ``radius_octaves`` octaves around any
+        segment of the stroke. A partial whose middle is erased is split in two (the first piece
+        keeps its id); pieces of fewer than 2 points go. Returns ``{"changed", "added",
+        "removed"}`` ids; nothing under the stroke raises ParameterError and records nothing.
+        """
+        tr = _trace(trace)
+        try:
+            rt, ro = float(radius_t), float(radius_octaves)
+        except (TypeError, ValueError):
+            raise ParameterError(f"radius_t={radius_t!r}, radius_octaves={radius_octaves!r} must be numbers") from None
+        if not (rt > 0 and ro > 0 and math.isfinite(rt) and math.isfinite(ro)):
+            raise ParameterError(f"radius_t={rt} s and radius_octaves={ro} must be positive")
+        seg_t, seg_l = tr[:, 0] / rt, np.log2(tr[:, 1]) / ro  # unit-circle space
+        t_lo, t_hi = tr[:, 0].min() - rt, tr[:, 0].max() + rt
+        l_lo, l_hi = np.log2(tr[:, 1]).min() - ro, np.log2(tr[:, 1]).max() + ro
+        removed, added, taken = [], [], set()
+        result: dict[str, list[str]] = {"changed": [], "added": [], "removed": []}
+        for part in self._parts.values():
+            p = part.points
+            if p[-1, 0] < t_lo or p[0, 0] > t_hi:
+                continue
+            lf = np.log2(p[:, 1])
+            if lf.max() < l_lo or lf.min() > l_hi:
+                continue
+            hit = _near_polyline(p[:, 0] / rt, lf / ro, seg_t, seg_l)
+            if not hit.any():
+                continue
+            removed.append(part)
+            runs = _runs(~hit)
+            pieces = [p[a:b] for a, b in runs if b - a >= 2]
+            for i, piece in enumerate(pieces):
+                if i == 0:
+                    new = replace(part, points=_points(piece, f"partial {part.id}"))
+                    result["changed"].append(part.id)
+                else:
+                    new = self._new_partial(piece, part.color, part.is_muted, taken)
+                    taken.add(new.id)
+                    result["added"].append(new.id)
+                added.append(new)
+            if not pieces:
+                result["removed"].append(part.id)
+        if not removed:
+            raise ParameterError("the eraser stroke touched no partial; draw over the points to erase")
+        self._commit(f"erase {_names(removed)}", removed=removed, added=added)
+        return result
+
+    def change_settings(self, settings: AnalysisSettings) -> bool:
+        """Change the analysis settings as an undoable edit; False (and no edit) when unchanged."""
+        if not isinstance(settings, AnalysisSettings):
+            raise ParameterError(f"settings must be an AnalysisSettings, got {type(settings).__name__}")
+        if settings == self.settings:
+            return False
+        changed = [k for k, v in settings.to_dict().items() if self.settings.to_dict().get(k) != v]
+        self._commit(f"settings {', '.join(changed)}", settings=(self.settings, settings))
+        return True
 
     # ----------------------------------------------------------------------------- history
     @property
@@ -242,25 +484,40 @@ class SomaDocument:
     def can_redo(self) -> bool:
         return bool(self._redo)
 
-    def undo(self) -> str:
-        """Undo the last edit; returns its label. Raises ParameterError when there is none."""
-        if not self._undo:
-            raise ParameterError("nothing to undo")
-        label, partials = self._undo.pop()
-        self._redo.append((label, self.partials))
-        self.partials = partials
-        self.dirty = True
-        return label
+    def history(self) -> dict[str, Any]:
+        """Undo/redo availability and labels, and whether there are unsaved edits."""
+        return {
+            "can_undo": self.can_undo,
+            "can_redo": self.can_redo,
+            "undo_label": self._undo[-1].label if self._undo else None,
+            "redo_label": self._redo[-1].label if self._redo else None,
+            "dirty": self.dirty,
+        }
 
-    def redo(self) -> str:
-        """Redo the last undone edit; returns its label. Raises ParameterError when there is none."""
-        if not self._redo:
-            raise ParameterError("nothing to redo")
-        label, partials = self._redo.pop()
-        self._undo.append((label, self.partials))
-        self.partials = partials
+    def undo(self) -> Edit | None:
+        """Undo the last edit by applying its inverse; returns that inverse (what changed now),
+        or None when there is nothing to undo (a no-op)."""
+        if not self._undo:
+            return None
+        edit = self._undo.pop()
+        self._apply(edit.added, edit.removed)
+        if edit.settings is not None:
+            self.settings = edit.settings[0]
+        self._redo.append(edit)
         self.dirty = True
-        return label
+        return edit.inverse()
+
+    def redo(self) -> Edit | None:
+        """Redo the last undone edit; returns it, or None when there is nothing to redo."""
+        if not self._redo:
+            return None
+        edit = self._redo.pop()
+        self._apply(edit.removed, edit.added)
+        if edit.settings is not None:
+            self.settings = edit.settings[1]
+        self._undo.append(edit)
+        self.dirty = True
+        return edit
 
     # ------------------------------------------------------------------------- save / load
     def to_dict(self) -> dict[str, Any]:
@@ -396,15 +653,21 @@ class SomaDocument:
         return str(p.resolve())
 
     # ------------------------------------------------------------------------------- views
+    def points_block(self) -> np.ndarray:
+        """Every partial's points in document order as one ``(sum K, 3)`` float32 array (the
+        snapshot the page fetches as a binary blob; ``state()["partials"][i]["n"]`` rows each)."""
+        parts = self.partials
+        if not parts:
+            return np.zeros((0, 3), dtype=np.float32)
+        return np.concatenate([p.points for p in parts]).astype(np.float32)
+
     def state(self) -> dict[str, Any]:
-        """What the page shows: partials (with points), history flags, source and settings."""
+        """What the page shows from scratch: partials (id, colour, mute, point count; the points
+        themselves are :meth:`points_block`), history flags, source and settings."""
         return {
-            "partials": [p.to_dict() for p in self.partials],
-            "can_undo": self.can_undo,
-            "can_redo": self.can_redo,
-            "undo_label": self._undo[-1][0] if self._undo else None,
-            "redo_label": self._redo[-1][0] if self._redo else None,
-            "dirty": self.dirty,
+            "partials": [{"id": p.id, "is_muted": bool(p.is_muted), "color": p.color, "n": int(p.points.shape[0])}
+                         for p in self.partials],
+            **self.history(),
             "project_path": self.project_path,
             "source": {"path": self.source_path, "md5": self.source_md5},
             "settings": self.settings.to_dict(),
@@ -437,3 +700,43 @@ def _settings_from_sections(analysis: dict) -> tuple[AnalysisSettings, dict]:
         raise ParameterError(f"bad analysis_settings: {exc}") from None
     except ParameterError as exc:
         raise ParameterError(f"analysis_settings in the project: {exc}") from None
+
+
+def _names(parts: Iterable[Partial]) -> str:
+    ids = [p.id for p in parts]
+    return ", ".join(ids) if len(ids) <= 4 else f"{', '.join(ids[:3])} and {len(ids) - 3} more"
+
+
+def _trace(value: Any) -> np.ndarray:
+    try:
+        tr = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError("trace must be a list of [time s, frequency Hz] points") from None
+    if tr.ndim != 2 or tr.shape[1] < 2 or tr.shape[0] < 1:
+        raise ParameterError(f"trace has shape {tr.shape}; expected (K >= 1, 2) rows of [time s, frequency Hz]")
+    tr = tr[:, :2]
+    if not np.isfinite(tr).all() or (tr[:, 1] <= 0).any():
+        raise ParameterError("trace points must be finite with positive frequencies")
+    return tr
+
+
+def _near_polyline(x: np.ndarray, y: np.ndarray, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
+    """Which points (x, y) lie within distance 1 of the polyline (sx, sy)."""
+    hit = (x[:, None] - sx[None, :]) ** 2 + (y[:, None] - sy[None, :]) ** 2 <= 1.0
+    hit = hit.any(axis=1)
+    if sx.shape[0] > 1:
+        ax, ay = sx[:-1], sy[:-1]
+        dx, dy = sx[1:] - ax, sy[1:] - ay
+        L = dx * dx + dy * dy
+        u = ((x[:, None] - ax) * dx + (y[:, None] - ay) * dy) / np.where(L > 0, L, 1.0)
+        u = np.clip(u, 0.0, 1.0)
+        d2 = (x[:, None] - ax - u * dx) ** 2 + (y[:, None] - ay - u * dy) ** 2
+        hit |= (d2 <= 1.0).any(axis=1)
+    return hit
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each run of True in ``mask``."""
+    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(m)
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))

@@ -16,8 +16,8 @@ from ._browser import chromium_page, need_chromium, served
 pytestmark = pytest.mark.gui
 FS = 48_000
 
-PIXEL_AT = """([x, y, r]) => {
-  const c = document.querySelector('[data-testid=canvas]');
+PIXEL_AT = """([x, y, r, layer]) => {
+  const c = document.querySelector(`[data-testid=${layer || 'canvas'}]`);
   const d = c.getContext('2d').getImageData(Math.round(x) - r, Math.round(y) - r, 2 * r + 1, 2 * r + 1).data;
   const out = [];
   for (let i = 0; i < d.length; i += 4) out.push([d[i], d[i + 1], d[i + 2]]);
@@ -108,9 +108,9 @@ def test_open_zoom_draw_undo_save_reload(recording, tmp_path):
         items.first.wait_for(timeout=60_000)
         assert items.count() == 1
         assert "440" in items.first.inner_text() or "439" in items.first.inner_text()
-        # The partial is drawn: its colour appears on the 440 Hz row.
+        # The partial is drawn on the partials layer: its colour appears on the 440 Hz row.
         px = page.evaluate(PIXEL_AT, [to_css(page, tc, 440.0)[0] - view_of(page)[4]["x"],
-                                      to_css(page, tc, 440.0)[1] - view_of(page)[4]["y"], 3])
+                                      to_css(page, tc, 440.0)[1] - view_of(page)[4]["y"], 3, "partials-layer"])
         assert any(abs(r - 0x4F) < 40 and abs(g - 0xC3) < 40 and abs(b - 0xF7) < 40 for r, g, b in px), px
 
         # Undo / redo are kept by the backend.

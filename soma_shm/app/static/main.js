@@ -1,21 +1,36 @@
-// The page: layers (overview, viewport, partials), rulers, tools, panels. Everything the page
-// shows comes from the backend; edits go to the backend, which keeps the document and history.
-import { call, upload, loadImage, subscribe, windowMode } from './api.js';
+// The page: layers (overview and viewport images on one canvas, partials on another), rulers,
+// tools, panels. Everything the page shows comes from the backend; edits go to the backend, which
+// keeps the document and history and answers with edit events (only what changed).
+import { call, upload, loadImage, subscribe, windowMode, token } from './api.js';
 import { View, timeTicks, freqTicks } from './view.js';
+import { PartialStore, VirtualList, drawPartials, drawHandles, handlesOf, hitTest, boxSelect, selectionStats } from './partials.js';
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const canvas = $('canvas');
 const ctx = canvas.getContext('2d');
+const layer = $('partials-layer');
+const lctx = layer.getContext('2d');
 const view = new View();
-const metrics = { viewports: [], overviewDrawnAt: null, lastInputAt: 0, requests: 0, longestDrawMs: 0 };
+const ERASER_PX = 6; // the eraser's radius in CSS pixels
+// edits: {label, at, drawnAt} of the last edits and snapshots (ms, page clock) and the frame that
+// first showed them.
+const metrics = { viewports: [], overviewDrawnAt: null, lastInputAt: 0, requests: 0, longestDrawMs: 0,
+  longestPartialsMs: 0, edits: [], snapshots: [], partialsDrawn: 0, verticesDrawn: 0 };
 window.somaMetrics = metrics;
 
 const app = {
-  file: null, overview: null, viewport: null, partials: [], selected: new Set(), tool: 'pan',
-  doc: null, stroke: null, pending: [], requestedKey: null, latestRequest: 0, shownRequest: 0,
-  dpr: 1, drag: null, dirty: true, viewFrame: null, cursor: null, cursorFrame: null,
+  file: null, overview: null, viewport: null, store: new PartialStore(), selected: new Set(), tool: 'pan',
+  doc: null, history: null, stroke: null, pending: [], answered: new Set(), requestedKey: null, latestRequest: 0,
+  shownRequest: 0, dpr: 1, drag: null, box: null, handleDrag: null, dirty: true, layerDirty: true, viewFrame: null,
+  cursor: null, cursorFrame: null,
   sent: new Map(), // request id -> { key, sentAt, answeredAt } of view requests not yet shown
+  unshown: [], // edits applied but not drawn yet (for metrics)
+  snapshotSeq: 0, queuedEdits: null,
 };
+const list = new VirtualList($('partial-scroller'), {
+  onClick: (id, add) => select(id, add),
+  onMute: (p) => guarded(() => call('update_partial', { id: p.id, is_muted: !p.is_muted })),
+});
 
 // ------------------------------------------------------------------------------ errors / status
 function showError(message) {
@@ -24,7 +39,10 @@ function showError(message) {
   box.hidden = false;
   $('status').dataset.state = 'error';
 }
-$('error').querySelector('.close').addEventListener('click', () => { $('error').hidden = true; });
+$('error').querySelector('.close').addEventListener('click', () => {
+  $('error').hidden = true;
+  if ($('status').dataset.state === 'error') $('status').dataset.state = app.file ? 'ready' : 'empty';
+});
 
 async function guarded(fn) {
   try { return await fn(); } catch (e) { showError(`${e.type || 'Error'}: ${e.message}`); return undefined; }
@@ -55,7 +73,7 @@ function resize() {
   const w = Math.max(1, Math.min(2560, Math.round(stage.clientWidth * app.dpr)));
   const h = Math.max(2, Math.min(1600, Math.round(stage.clientHeight * app.dpr)));
   if (canvas.width !== w || canvas.height !== h) {
-    canvas.width = w; canvas.height = h; view.w = w; view.h = h;
+    canvas.width = w; canvas.height = h; layer.width = w; layer.height = h; view.w = w; view.h = h;
     for (const r of [$('freq-ruler'), $('time-ruler')]) {
       r.width = Math.round(r.clientWidth * app.dpr); r.height = Math.round(r.clientHeight * app.dpr);
     }
@@ -63,10 +81,15 @@ function resize() {
   }
 }
 new ResizeObserver(resize).observe($('stage'));
+window.addEventListener('resize', resize);
 
+// invalidate(): both layers (the view moved); invalidatePartials(): only the partials layer.
 function invalidate() {
-  if (app.dirty && app.frame) return;
-  app.dirty = true;
+  app.dirty = true; app.layerDirty = true;
+  if (!app.frame) app.frame = requestAnimationFrame(draw);
+}
+function invalidatePartials() {
+  app.layerDirty = true;
   if (!app.frame) app.frame = requestAnimationFrame(draw);
 }
 
@@ -78,20 +101,60 @@ function drawLayer(layer) {
   ctx.setTransform(1, 0, 0, 1, 0, 0);
 }
 
-function polyline(points, close = false) {
-  ctx.beginPath();
-  points.forEach(([t, f], i) => { const x = view.x(t), y = view.y(f); if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y); });
-  if (close) ctx.closePath();
+function polyline(c, points) {
+  c.beginPath();
+  points.forEach(([t, f], i) => { const x = view.x(t), y = view.y(f); if (i) c.lineTo(x, y); else c.moveTo(x, y); });
 }
 
 function draw() {
   const started = performance.now();
-  paint();
+  app.frame = null;
+  if (app.dirty) paint();
+  if (app.layerDirty) paintPartials();
   metrics.longestDrawMs = Math.max(metrics.longestDrawMs || 0, performance.now() - started);
 }
 
+function paintPartials() {
+  const started = performance.now();
+  app.layerDirty = false;
+  lctx.setTransform(1, 0, 0, 1, 0, 0);
+  lctx.clearRect(0, 0, layer.width, layer.height);
+  if (!app.file) return;
+  const drawn = drawPartials(lctx, view, app.store, app.selected, app.dpr);
+  metrics.partialsDrawn = drawn.partials; metrics.verticesDrawn = drawn.vertices;
+  const one = app.selected.size === 1 ? app.store.get([...app.selected][0]) : null;
+  if (one && app.tool === 'select') drawHandles(lctx, view, one, app.dpr);
+  lctx.strokeStyle = 'rgba(255,255,255,0.8)'; lctx.lineWidth = 1.5 * app.dpr; lctx.setLineDash([5 * app.dpr, 4 * app.dpr]);
+  for (const s of app.pending) { polyline(lctx, s.trace); lctx.stroke(); }
+  lctx.setLineDash([]);
+  if (app.stroke && app.stroke.length > 1) {
+    lctx.strokeStyle = app.tool === 'eraser' ? 'rgba(255,120,120,0.6)' : '#fff';
+    lctx.lineWidth = (app.tool === 'eraser' ? 2 * ERASER_PX : 1.5) * app.dpr; lctx.lineCap = 'round'; lctx.lineJoin = 'round';
+    polyline(lctx, app.stroke); lctx.stroke(); lctx.lineCap = 'butt';
+  }
+  if (app.box) {
+    const { x0, y0, x1, y1 } = app.box;
+    lctx.strokeStyle = '#9cf'; lctx.lineWidth = app.dpr; lctx.setLineDash([4 * app.dpr, 3 * app.dpr]);
+    lctx.fillStyle = 'rgba(120,180,255,0.12)';
+    lctx.fillRect(Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
+    lctx.strokeRect(Math.min(x0, x1), Math.min(y0, y1), Math.abs(x1 - x0), Math.abs(y1 - y0));
+    lctx.setLineDash([]);
+  }
+  if (app.handleDrag && app.handleDrag.to) {
+    const h = app.handleDrag;
+    lctx.strokeStyle = '#fff'; lctx.lineWidth = 1.5 * app.dpr; lctx.setLineDash([5 * app.dpr, 4 * app.dpr]);
+    lctx.beginPath(); lctx.moveTo(h.from[0], h.from[1]); lctx.lineTo(h.to[0], h.to[1]); lctx.stroke(); lctx.setLineDash([]);
+  }
+  const now = performance.now();
+  metrics.longestPartialsMs = Math.max(metrics.longestPartialsMs, now - started);
+  for (const e of app.unshown) metrics.edits.push({ ...e, drawnAt: now });
+  if (metrics.edits.length > 200) metrics.edits.splice(0, metrics.edits.length - 200);
+  app.unshown = [];
+  layer.dataset.partials = String(app.store.size);
+}
+
 function paint() {
-  app.frame = null; app.dirty = false;
+  app.dirty = false;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = '#000';
   ctx.fillRect(0, 0, canvas.width, canvas.height);
@@ -110,19 +173,6 @@ function paint() {
       key: app.viewport.key, timings: app.viewport.geom.timings, window_s: app.viewport.geom.t1 - app.viewport.geom.t0,
       page: app.viewport.page });
   }
-  const lw = 2 * app.dpr;
-  for (const p of app.partials) {
-    const sel = app.selected.has(p.id);
-    if (sel) { ctx.strokeStyle = '#fff'; ctx.lineWidth = lw + 3 * app.dpr; polyline(p.points); ctx.stroke(); }
-    ctx.strokeStyle = p.color; ctx.lineWidth = lw; ctx.globalAlpha = p.is_muted ? 0.4 : 1;
-    ctx.setLineDash(p.is_muted ? [4 * app.dpr, 4 * app.dpr] : []);
-    polyline(p.points); ctx.stroke();
-    ctx.globalAlpha = 1; ctx.setLineDash([]);
-  }
-  ctx.strokeStyle = 'rgba(255,255,255,0.8)'; ctx.lineWidth = 1.5 * app.dpr; ctx.setLineDash([5 * app.dpr, 4 * app.dpr]);
-  for (const s of app.pending) { polyline(s.trace); ctx.stroke(); }
-  ctx.setLineDash([]);
-  if (app.stroke && app.stroke.length > 1) { ctx.strokeStyle = '#fff'; polyline(app.stroke); ctx.stroke(); }
   drawRulers();
 }
 
@@ -196,7 +246,8 @@ async function onViewport(ev) {
   // on the page's clock), and the image worker's fetch / colour / bitmap times.
   app.viewport = { geom: { ...ev, width: img.width, height: img.height }, canvas: img.bitmap, key: sent.key,
     page: { sentAt: sent.sentAt, answeredAt: sent.answeredAt, eventAt, imageAt: performance.now(), ...img.ms } };
-  invalidate();
+  app.dirty = true; // the image layer only
+  if (!app.frame) app.frame = requestAnimationFrame(draw);
 }
 
 async function onOverview(ov) {
@@ -207,54 +258,118 @@ async function onOverview(ov) {
 }
 
 // ------------------------------------------------------------------------------- document
-function setDocument(doc) {
-  app.doc = doc;
-  app.partials = doc.partials;
-  const ids = new Set(doc.partials.map((p) => p.id));
-  for (const id of [...app.selected]) if (!ids.has(id)) app.selected.delete(id);
-  $('undo').disabled = !doc.can_undo; $('undo').title = doc.undo_label ? `Undo ${doc.undo_label} (Ctrl+Z)` : 'Undo (Ctrl+Z)';
-  $('redo').disabled = !doc.can_redo; $('redo').title = doc.redo_label ? `Redo ${doc.redo_label} (Ctrl+Shift+Z)` : 'Redo (Ctrl+Shift+Z)';
-  const form = $('settings-form');
-  for (const input of form.querySelectorAll('input')) {
-    if (document.activeElement !== input) input.value = doc.settings[input.name];
+// A whole document (open, load, reconnect): metadata in the event, all points in one float32 blob.
+// Edits that arrive while its points are being fetched are newer: they wait and follow it.
+async function setDocument(doc) {
+  const seq = ++app.snapshotSeq;
+  const receivedAt = performance.now();
+  app.queuedEdits = [];
+  let block = new Float32Array(0), queued = [];
+  try {
+    if (doc.partials.length) {
+      const res = await fetch(`/blob/${doc.points_blob}`, { headers: { 'X-Soma-Token': token } });
+      if (!res.ok) throw new Error(`the document's points (blob ${doc.points_blob}) are gone`);
+      block = new Float32Array(await res.arrayBuffer());
+    }
+  } finally {
+    if (seq === app.snapshotSeq) { queued = app.queuedEdits || []; app.queuedEdits = null; }
   }
+  if (seq !== app.snapshotSeq) return; // a newer snapshot arrived meanwhile
+  app.doc = doc;
+  app.store.setSnapshot(doc.partials, block);
+  for (const id of [...app.selected]) if (!app.store.get(id)) app.selected.delete(id);
+  setHistory(doc);
+  setSettings(doc.settings);
+  app.unshown.push({ label: 'snapshot', at: receivedAt, partials: app.store.size });
+  metrics.snapshots.push({ at: receivedAt, partials: app.store.size });
   renderList();
-  invalidate();
+  invalidatePartials();
+  for (const ev of queued) applyEdit(ev);
+}
+
+// One edit, undo or redo: only the partials it touched.
+function applyEdit(ev) {
+  if (app.queuedEdits) { app.queuedEdits.push(ev); return; }
+  app.store.applyEdit(ev);
+  for (const id of ev.removed) app.selected.delete(id);
+  setHistory(ev.history);
+  if (ev.settings) { app.doc.settings = ev.settings; setSettings(ev.settings); requestView(true); }
+  if (ev.added.length || ev.changed.length || ev.removed.length) {
+    app.unshown.push({ label: ev.label, at: performance.now(), ids: [...ev.added, ...ev.changed].map((p) => p.id) });
+    renderList();
+    invalidatePartials();
+  }
+}
+
+function setHistory(h) {
+  app.history = h;
+  $('undo').disabled = !h.can_undo; $('undo').title = h.undo_label ? `Undo ${h.undo_label} (Ctrl+Z)` : 'Undo (Ctrl+Z)';
+  $('redo').disabled = !h.can_redo; $('redo').title = h.redo_label ? `Redo ${h.redo_label} (Ctrl+Shift+Z)` : 'Redo (Ctrl+Shift+Z)';
+  document.body.dataset.dirty = String(!!h.dirty);
+}
+
+function setSettings(settings) {
+  for (const input of $('settings-form').querySelectorAll('input')) {
+    if (document.activeElement !== input) input.value = settings[input.name];
+  }
 }
 
 function renderList() {
-  const ul = $('partial-list');
-  ul.replaceChildren();
-  for (const p of app.partials) {
-    const li = document.createElement('li');
-    li.dataset.testid = 'partial-item'; li.dataset.id = p.id;
-    li.classList.toggle('selected', app.selected.has(p.id)); li.classList.toggle('muted', p.is_muted);
-    const sw = document.createElement('span'); sw.className = 'swatch'; sw.style.background = p.color;
-    const pts = p.points;
-    const fmean = Math.exp(pts.reduce((a, q) => a + Math.log(q[1]), 0) / pts.length);
-    const label = document.createElement('span');
-    label.textContent = `${p.id} · ${fmean.toFixed(1)} Hz · ${pts[0][0].toFixed(2)}–${pts[pts.length - 1][0].toFixed(2)} s`;
-    const mute = document.createElement('button'); mute.textContent = p.is_muted ? 'unmute' : 'mute';
-    mute.dataset.testid = 'partial-mute';
-    mute.addEventListener('click', (e) => { e.stopPropagation(); guarded(() => call('update_partial', { id: p.id, is_muted: !p.is_muted })); });
-    li.append(sw, label, mute);
-    li.addEventListener('click', (e) => select(p.id, e.shiftKey));
-    ul.append(li);
-  }
-  $('partial-count').textContent = String(app.partials.length);
-  $('delete').disabled = app.selected.size === 0;
+  list.set(app.store.sorted, app.selected);
+  $('partial-count').textContent = String(app.store.size);
+  renderHud();
+}
+
+function renderHud() {
+  const n = app.selected.size;
+  $('delete').disabled = n === 0;
+  const hud = $('hud');
+  hud.hidden = n === 0;
+  if (!n) return;
+  const s = selectionStats(app.store, app.selected);
+  const hz = (f) => (f >= 1000 ? `${(f / 1000).toFixed(2)} kHz` : `${f.toFixed(1)} Hz`);
+  $('hud-count').textContent = `${s.count} selected`;
+  $('hud-time').textContent = `${s.t0.toFixed(3)}–${s.t1.toFixed(3)} s`;
+  $('hud-freq').textContent = `${hz(s.fmin)}–${hz(s.fmax)}`;
+  $('hud-amp').textContent = `mean amplitude ${s.amp.toFixed(3)}`;
+  const allMuted = [...app.selected].every((id) => app.store.get(id) && app.store.get(id).is_muted);
+  $('hud-mute').textContent = allMuted ? 'Unmute' : 'Mute';
+  $('hud-merge').disabled = n < 2;
 }
 
 function select(id, add) {
   if (!add) app.selected.clear();
   if (id !== null) { if (add && app.selected.has(id)) app.selected.delete(id); else app.selected.add(id); }
-  renderList(); invalidate();
+  if (id !== null) list.scrollTo(id);
+  renderList(); invalidatePartials();
+}
+
+function selectMany(ids, add) {
+  if (!add) app.selected.clear();
+  for (const id of ids) app.selected.add(id);
+  renderList(); invalidatePartials();
 }
 
 function deleteSelected() {
   if (!app.selected.size) return;
   const ids = [...app.selected];
+  metrics.deleteAskedAt = performance.now();
   guarded(async () => { await call('delete_partials', { ids }); app.selected.clear(); renderList(); });
+}
+
+function mergeSelected() {
+  if (app.selected.size < 2) return;
+  guarded(async () => {
+    const r = await call('merge_partials', { ids: [...app.selected] });
+    app.selected = new Set(r.changed); renderList(); invalidatePartials();
+  });
+}
+
+function muteSelected() {
+  if (!app.selected.size) return;
+  const ids = [...app.selected];
+  const allMuted = ids.every((id) => app.store.get(id) && app.store.get(id).is_muted);
+  guarded(() => call('set_muted', { ids, is_muted: !allMuted }));
 }
 
 // --------------------------------------------------------------------------------- events
@@ -280,23 +395,33 @@ function onEvent(ev) {
       $('status-file').textContent = `${ev.file.name} · ${ev.file.duration.toFixed(2)} s · ${ev.file.sample_rate} Hz`;
       document.title = `soma_shm — ${ev.file.name}`;
       view.setLimits({ t0: 0, t1: ev.file.duration, fmin: ev.file.fmin, fmax: ev.file.fmax });
-      setDocument(ev.document);
+      guarded(() => setDocument(ev.document));
       onOverview(ev.overview).then(() => requestView(true));
       break;
     }
     case 'overview': onOverview(ev.overview).then(() => requestView(true)); break;
     case 'viewport': onViewport(ev); break;
-    case 'document': setDocument(ev.document); break;
-    case 'snapped': app.pending = app.pending.filter((s) => s.id !== ev.request_id); invalidate(); break;
+    case 'document': guarded(() => setDocument(ev.document)); break;
+    case 'edit': applyEdit(ev); break;
+    case 'snapped': settleStroke(ev.request_id); break;
     case 'status': renderStatus(ev.status); break;
     case 'error': {
       if (ev.op === 'open') { $('loading').hidden = true; if (!app.file) $('empty').hidden = false; }
-      if (ev.op === 'snap') { app.pending = app.pending.filter((s) => s.id !== ev.request_id); invalidate(); }
+      if (ev.op === 'snap') settleStroke(ev.request_id);
       showError(`${ev.op} failed — ${ev.error.type}: ${ev.error.message}`);
       break;
     }
     default: break;
   }
+}
+
+// A stroke's dashed line goes when its answer (partial or error) arrives, whichever comes first:
+// the answer or the reply to the call that sent it.
+function settleStroke(rid) {
+  app.answered.add(rid);
+  if (app.answered.size > 500) app.answered.delete(app.answered.values().next().value);
+  app.pending = app.pending.filter((s) => s.id !== rid);
+  invalidatePartials();
 }
 
 // ------------------------------------------------------------------------------- pointer
@@ -316,14 +441,25 @@ canvas.addEventListener('wheel', (e) => {
   invalidate(); scheduleView();
 }, { passive: false });
 
+function handleAt(x, y) {
+  if (app.tool !== 'select' || app.selected.size !== 1) return null;
+  const p = app.store.get([...app.selected][0]);
+  if (!p) return null;
+  for (const h of handlesOf(view, p)) if (Math.hypot(h.x - x, h.y - y) <= 8 * app.dpr) return { ...h, id: p.id };
+  return null;
+}
+
 canvas.addEventListener('pointerdown', (e) => {
   if (!app.file || e.button > 1) return;
   canvas.setPointerCapture(e.pointerId);
   const [x, y] = canvasPoint(e);
-  if (app.tool === 'pencil' && e.button === 0) {
+  const handle = e.button === 0 ? handleAt(x, y) : null;
+  if ((app.tool === 'pencil' || app.tool === 'eraser') && e.button === 0) {
     app.stroke = [[view.t(x), view.f(y)]];
+  } else if (handle) {
+    app.handleDrag = { ...handle, from: [handle.x, handle.y], to: null };
   } else {
-    app.drag = { x, y, moved: false, pan: app.tool === 'pan' || e.button === 1 };
+    app.drag = { x, y, x0: x, y0: y, moved: false, pan: app.tool === 'pan' || e.button === 1, shift: e.shiftKey };
   }
 });
 
@@ -333,13 +469,16 @@ canvas.addEventListener('pointermove', (e) => {
     app.cursor = [x, y];
     if (!app.cursorFrame) app.cursorFrame = requestAnimationFrame(writeCursor);
   }
-  if (app.stroke) { app.stroke.push([view.t(x), view.f(y)]); invalidate(); return; }
+  if (app.stroke) { app.stroke.push([view.t(x), view.f(y)]); invalidatePartials(); return; }
+  if (app.handleDrag) { app.handleDrag.to = [x, y]; invalidatePartials(); return; }
   if (app.drag) {
     const dx = x - app.drag.x, dy = y - app.drag.y;
-    if (Math.abs(dx) + Math.abs(dy) > 2) app.drag.moved = true;
+    if (Math.abs(x - app.drag.x0) + Math.abs(y - app.drag.y0) > 2) app.drag.moved = true;
     if (app.drag.pan && app.drag.moved) {
       metrics.lastInputAt = performance.now();
       view.pan(dx, dy); app.drag.x = x; app.drag.y = y; invalidate(); scheduleView();
+    } else if (!app.drag.pan && app.drag.moved && app.tool === 'select') {
+      app.box = { x0: app.drag.x0, y0: app.drag.y0, x1: x, y1: y }; invalidatePartials();
     }
   }
 });
@@ -348,45 +487,82 @@ canvas.addEventListener('pointerup', (e) => {
   const [x, y] = canvasPoint(e);
   if (app.stroke) {
     const stroke = app.stroke; app.stroke = null;
-    finishStroke(stroke);
+    metrics.strokeUpAt = performance.now();
+    if (app.tool === 'eraser') finishErase(stroke); else finishStroke(stroke);
+  } else if (app.handleDrag) {
+    const h = app.handleDrag; app.handleDrag = null;
+    finishHandle(h, x, y);
   } else if (app.drag) {
-    if (!app.drag.moved && app.tool === 'select') select(hitTest(x, y), e.shiftKey);
+    if (app.box) {
+      selectMany(boxSelect(view, app.store, app.box.x0, app.box.y0, app.box.x1, app.box.y1), e.shiftKey || app.drag.shift);
+      app.box = null;
+    } else if (!app.drag.moved && app.tool === 'select') {
+      select(hitTest(view, app.store, x, y, 8 * app.dpr), e.shiftKey);
+    }
     app.drag = null;
   }
 });
 
-function finishStroke(stroke) {
+function timeOrdered(stroke) {
   // Sort by time and drop repeated times: the backend wants a time-ordered trace.
   const pts = stroke.slice().sort((a, b) => a[0] - b[0]).filter((p, i, arr) => i === 0 || p[0] > arr[i - 1][0]);
-  if (pts.length < 2) { showError('draw along the time axis: a stroke needs at least two points at different times'); invalidate(); return; }
-  const trace = pts.map(([t, f]) => [Math.min(Math.max(t, 0), app.file.duration), f]);
-  guarded(async () => {
-    const r = await call('snap', { trace });
-    app.pending.push({ id: r.request_id, trace });
-    invalidate();
-  }).then(invalidate);
+  return pts.map(([t, f]) => [Math.min(Math.max(t, 0), app.file.duration), f]);
 }
 
-function hitTest(x, y) {
-  let best = null, bestD = 8 * app.dpr;
-  for (const p of app.partials) {
-    const pts = p.points;
-    for (let i = 1; i < pts.length; i++) {
-      const x0 = view.x(pts[i - 1][0]), y0 = view.y(pts[i - 1][1]), x1 = view.x(pts[i][0]), y1 = view.y(pts[i][1]);
-      const dx = x1 - x0, dy = y1 - y0, L = dx * dx + dy * dy;
-      const u = L ? Math.max(0, Math.min(1, ((x - x0) * dx + (y - y0) * dy) / L)) : 0;
-      const d = Math.hypot(x - (x0 + u * dx), y - (y0 + u * dy));
-      if (d < bestD) { bestD = d; best = p.id; }
-    }
+function sendStroke(method, body, trace) {
+  return guarded(async () => {
+    const r = await call(method, body);
+    // The answer may have come before this reply: then there is nothing to wait for.
+    if (!app.answered.has(r.request_id)) app.pending.push({ id: r.request_id, trace });
+    invalidatePartials();
+  }).then(invalidatePartials);
+}
+
+function finishStroke(stroke) {
+  const trace = timeOrdered(stroke);
+  if (trace.length < 2) { showError('draw along the time axis: a stroke needs at least two points at different times'); invalidatePartials(); return; }
+  sendStroke('snap', { trace }, trace);
+}
+
+function finishErase(stroke) {
+  invalidatePartials();
+  const trace = stroke.map(([t, f]) => [t, f]);
+  const r = ERASER_PX * app.dpr;
+  const radius_t = r / view.w * (view.t1 - view.t0);
+  const radius_octaves = r / (view.h - 1) * Math.log2(view.fmax / view.fmin);
+  guarded(() => call('erase', { trace, radius_t, radius_octaves }));
+}
+
+// An end handle dropped inside the partial's span crops it; beyond its end, extends it along the
+// straight line from that end (snapped by the backend like a pencil stroke).
+function finishHandle(h, x, y) {
+  invalidatePartials();
+  const p = app.store.get(h.id);
+  if (!p || Math.hypot(x - h.x, y - h.y) < 3 * app.dpr) return;
+  const t = Math.min(Math.max(view.t(x), 0), app.file.duration), f = view.f(y);
+  const inside = h.end === 'end' ? t < p.t1 : t > p.t0;
+  if (inside) {
+    const [t0, t1] = h.end === 'end' ? [p.t0, t] : [t, p.t1];
+    guarded(() => call('crop_partial', { id: h.id, t0, t1 }));
+    return;
   }
-  return best;
+  const from = h.end === 'end' ? [p.t1, p.f[p.n - 1]] : [p.t0, p.f[0]];
+  const steps = Math.max(2, Math.ceil(Math.abs(x - h.x) / (4 * app.dpr)));
+  const trace = [];
+  for (let i = 0; i <= steps; i++) {
+    const u = i / steps;
+    trace.push([from[0] + u * (t - from[0]), Math.exp(Math.log(from[1]) + u * (Math.log(f) - Math.log(from[1])))]);
+  }
+  if (h.end === 'start') trace.reverse();
+  sendStroke('extend_partial', { id: h.id, trace }, trace);
 }
 
 // ---------------------------------------------------------------------------------- tools
 function setTool(tool) {
   app.tool = tool;
   for (const b of document.querySelectorAll('[data-tool]')) b.setAttribute('aria-pressed', String(b.dataset.tool === tool));
-  canvas.style.cursor = tool === 'pan' ? 'grab' : tool === 'pencil' ? 'crosshair' : 'default';
+  canvas.style.cursor = tool === 'pan' ? 'grab' : tool === 'select' ? 'default' : 'crosshair';
+  invalidatePartials();
 }
 for (const b of document.querySelectorAll('[data-tool]')) b.addEventListener('click', () => setTool(b.dataset.tool));
 setTool('pan');
@@ -394,6 +570,9 @@ setTool('pan');
 $('undo').addEventListener('click', () => guarded(() => call('undo')));
 $('redo').addEventListener('click', () => guarded(() => call('redo')));
 $('delete').addEventListener('click', deleteSelected);
+$('hud-delete').addEventListener('click', deleteSelected);
+$('hud-merge').addEventListener('click', mergeSelected);
+$('hud-mute').addEventListener('click', muteSelected);
 $('zoom-fit').addEventListener('click', () => { view.fit(); invalidate(); scheduleView(); });
 $('settings-toggle').addEventListener('click', () => { $('settings').hidden = !$('settings').hidden; });
 $('settings-form').addEventListener('submit', (e) => {
@@ -409,10 +588,14 @@ $('settings-form').addEventListener('submit', (e) => {
 document.addEventListener('keydown', (e) => {
   if (e.target instanceof HTMLInputElement) return;
   const k = e.key.toLowerCase();
-  if ((e.ctrlKey || e.metaKey) && k === 'z') { e.preventDefault(); guarded(() => call(e.shiftKey ? 'redo' : 'undo')); }
-  else if ((e.ctrlKey || e.metaKey) && k === 'y') { e.preventDefault(); guarded(() => call('redo')); }
+  if ((e.ctrlKey || e.metaKey) && k === 'z') {
+    e.preventDefault();
+    if (!$(e.shiftKey ? 'redo' : 'undo').disabled) guarded(() => call(e.shiftKey ? 'redo' : 'undo'));
+  } else if ((e.ctrlKey || e.metaKey) && k === 'y') { e.preventDefault(); if (!$('redo').disabled) guarded(() => call('redo')); }
   else if (k === 'delete' || k === 'backspace') deleteSelected();
+  else if (k === 'm') mergeSelected();
   else if (k === 'p') setTool('pencil');
+  else if (k === 'e') setTool('eraser');
   else if (k === 'v') setTool('select');
   else if (k === 'h') setTool('pan');
   else if (k === '0') $('zoom-fit').click();
@@ -484,6 +667,6 @@ guarded(async () => {
   if (st.loading) { $('loading').hidden = false; $('empty').hidden = true; }
   if (st.last_error) onEvent({ type: 'error', ...st.last_error });
   if (st.file && st.overview) onEvent({ type: 'opened', file: st.file, overview: st.overview, document: st.document });
-  else if (st.document) setDocument(st.document);
+  else if (st.document) await setDocument(st.document);
 });
 resize();

@@ -1,0 +1,262 @@
+// Partials on the page: the store kept in step with the backend by edit events, the partials
+// canvas layer (culled by time, batched by colour, thinned to one point per pixel), the
+// virtualised list, hit tests, box select and the selection HUD. The backend keeps the document
+// and its history; this module only mirrors it for drawing.
+
+// ------------------------------------------------------------------------------------ store
+// One partial: {id, color, is_muted, n, t: Float64Array, f: Float64Array, a: Float32Array,
+// t0, t1, fmin, fmax, fmean}. `sorted` holds them by start time (then id): the list order and
+// the time index used to cull drawing.
+function makePartial(id, color, isMuted, t, f, a) {
+  let fmin = Infinity, fmax = 0, lsum = 0;
+  for (let i = 0; i < f.length; i++) { const v = f[i]; if (v < fmin) fmin = v; if (v > fmax) fmax = v; lsum += Math.log(v); }
+  return { id, color, is_muted: isMuted, n: t.length, t, f, a, t0: t[0], t1: t[t.length - 1], fmin, fmax,
+           fmean: Math.exp(lsum / Math.max(1, f.length)) };
+}
+
+function fromDict(p) {
+  const n = p.points.length, t = new Float64Array(n), f = new Float64Array(n), a = new Float32Array(n);
+  for (let i = 0; i < n; i++) { const q = p.points[i]; t[i] = q[0]; f[i] = q[1]; a[i] = q[2]; }
+  return makePartial(p.id, p.color, p.is_muted, t, f, a);
+}
+
+const before = (p, q) => p.t0 < q.t0 || (p.t0 === q.t0 && p.id < q.id);
+
+export class PartialStore {
+  constructor() { this.byId = new Map(); this.sorted = []; this.maxSpan = 0; this.version = 0; }
+
+  get size() { return this.byId.size; }
+  get(id) { return this.byId.get(id); }
+
+  // A whole document: the partials' metadata plus one float32 block of all their points.
+  setSnapshot(meta, block) {
+    this.byId.clear();
+    let k = 0;
+    for (const m of meta) {
+      const t = new Float64Array(m.n), f = new Float64Array(m.n), a = new Float32Array(m.n);
+      for (let i = 0; i < m.n; i++, k += 3) { t[i] = block[k]; f[i] = block[k + 1]; a[i] = block[k + 2]; }
+      this.byId.set(m.id, makePartial(m.id, m.color, m.is_muted, t, f, a));
+    }
+    this.sorted = [...this.byId.values()].sort((p, q) => (before(p, q) ? -1 : before(q, p) ? 1 : 0));
+    this.maxSpan = this.sorted.reduce((s, p) => Math.max(s, p.t1 - p.t0), 0);
+    this.version++;
+  }
+
+  _index(p) { // position of p (or where it goes) in `sorted`
+    let lo = 0, hi = this.sorted.length;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (before(this.sorted[mid], p)) lo = mid + 1; else hi = mid; }
+    return lo;
+  }
+  _remove(id) {
+    const p = this.byId.get(id);
+    if (!p) return;
+    const i = this._index(p);
+    if (this.sorted[i] === p) this.sorted.splice(i, 1);
+    else this.sorted = this.sorted.filter((q) => q !== p);
+    this.byId.delete(id);
+  }
+  _insert(p) {
+    this.byId.set(p.id, p);
+    this.sorted.splice(this._index(p), 0, p);
+    this.maxSpan = Math.max(this.maxSpan, p.t1 - p.t0);
+  }
+
+  // One edit event: O(partials it touched) plus an array splice each.
+  applyEdit(ev) {
+    for (const id of ev.removed) this._remove(id);
+    for (const d of ev.changed) { this._remove(d.id); this._insert(fromDict(d)); }
+    for (const d of ev.added) this._insert(fromDict(d));
+    this.version++;
+  }
+
+  // Partials whose time span meets [t0, t1] (and, if given, whose frequencies meet [fmin, fmax]).
+  inRange(t0, t1, fmin = 0, fmax = Infinity) {
+    const out = [], s = this.sorted;
+    let lo = 0, hi = s.length; // first partial starting at or after t0 - maxSpan
+    const from = t0 - this.maxSpan;
+    while (lo < hi) { const mid = (lo + hi) >> 1; if (s[mid].t0 < from) lo = mid + 1; else hi = mid; }
+    for (let i = lo; i < s.length && s[i].t0 <= t1; i++) {
+      const p = s[i];
+      if (p.t1 >= t0 && p.fmax >= fmin && p.fmin <= fmax) out.push(p);
+    }
+    return out;
+  }
+}
+
+// --------------------------------------------------------------------------------- drawing
+function firstAtOrAfter(t, v) { let lo = 0, hi = t.length; while (lo < hi) { const m = (lo + hi) >> 1; if (t[m] < v) lo = m + 1; else hi = m; } return lo; }
+
+// Adds partial p's visible stretch to the current path, one vertex per device pixel at most.
+function tracePath(ctx, view, p) {
+  const t = p.t, f = p.f, n = p.n;
+  const i0 = Math.max(0, firstAtOrAfter(t, view.t0) - 1), i1 = Math.min(n - 1, firstAtOrAfter(t, view.t1));
+  const kx = view.w / (view.t1 - view.t0), ky = (view.h - 1) / Math.log(view.fmax / view.fmin), lfmax = Math.log(view.fmax);
+  let lx = (t[i0] - view.t0) * kx, ly = (lfmax - Math.log(f[i0])) * ky + 0.5;
+  ctx.moveTo(lx, ly);
+  if (i0 === i1) { ctx.lineTo(lx + 0.5, ly); return 1; }
+  let drawn = 1;
+  for (let i = i0 + 1; i <= i1; i++) {
+    const x = (t[i] - view.t0) * kx, y = (lfmax - Math.log(f[i])) * ky + 0.5;
+    if (i === i1 || Math.abs(x - lx) >= 1 || Math.abs(y - ly) >= 1) { ctx.lineTo(x, y); lx = x; ly = y; drawn++; }
+  }
+  return drawn;
+}
+
+// Draws the visible partials: selected ones get a white halo; one path per colour and style.
+// Returns {partials, vertices} drawn.
+export function drawPartials(ctx, view, store, selected, dpr) {
+  const visible = store.inRange(view.t0, view.t1, view.fmin, view.fmax);
+  const groups = new Map();
+  let vertices = 0;
+  const lw = 2 * dpr;
+  if (selected.size) {
+    ctx.beginPath();
+    for (const p of visible) if (selected.has(p.id)) vertices += tracePath(ctx, view, p);
+    ctx.strokeStyle = '#fff'; ctx.lineWidth = lw + 3 * dpr; ctx.lineJoin = 'round'; ctx.stroke();
+  }
+  for (const p of visible) {
+    const key = `${p.color}|${p.is_muted ? 1 : 0}`;
+    let g = groups.get(key);
+    if (!g) { g = []; groups.set(key, g); }
+    g.push(p);
+  }
+  for (const [key, list] of groups) {
+    const [color, muted] = key.split('|');
+    ctx.beginPath();
+    for (const p of list) vertices += tracePath(ctx, view, p);
+    ctx.strokeStyle = color; ctx.lineWidth = lw; ctx.globalAlpha = muted === '1' ? 0.4 : 1;
+    ctx.setLineDash(muted === '1' ? [4 * dpr, 4 * dpr] : []);
+    ctx.stroke();
+  }
+  ctx.globalAlpha = 1; ctx.setLineDash([]);
+  return { partials: visible.length, vertices };
+}
+
+// The end handles of partial p (canvas pixels): [{end: 'start'|'end', x, y}].
+export function handlesOf(view, p) {
+  return [{ end: 'start', x: view.x(p.t0), y: view.y(p.f[0]) }, { end: 'end', x: view.x(p.t1), y: view.y(p.f[p.n - 1]) }];
+}
+
+export function drawHandles(ctx, view, p, dpr) {
+  for (const h of handlesOf(view, p)) {
+    ctx.beginPath(); ctx.arc(h.x, h.y, 5 * dpr, 0, 2 * Math.PI);
+    ctx.fillStyle = '#fff'; ctx.fill(); ctx.strokeStyle = '#000'; ctx.lineWidth = 1.5 * dpr; ctx.stroke();
+  }
+}
+
+// ------------------------------------------------------------------------------ hit testing
+// The partial nearest canvas point (x, y) within `radius` pixels, or null.
+export function hitTest(view, store, x, y, radius) {
+  const dt = radius / view.w * (view.t1 - view.t0);
+  const tc = view.t(x), fc = view.f(y), r = Math.exp(radius / (view.h - 1) * Math.log(view.fmax / view.fmin));
+  let best = null, bestD = radius;
+  for (const p of store.inRange(tc - dt, tc + dt, fc / r, fc * r)) {
+    const i0 = Math.max(1, firstAtOrAfter(p.t, tc - dt)), i1 = Math.min(p.n - 1, firstAtOrAfter(p.t, tc + dt));
+    if (p.n === 1) { const d = Math.hypot(view.x(p.t[0]) - x, view.y(p.f[0]) - y); if (d < bestD) { bestD = d; best = p.id; } continue; }
+    for (let i = i0; i <= i1; i++) {
+      const x0 = view.x(p.t[i - 1]), y0 = view.y(p.f[i - 1]), x1 = view.x(p.t[i]), y1 = view.y(p.f[i]);
+      const dx = x1 - x0, dy = y1 - y0, L = dx * dx + dy * dy;
+      const u = L ? Math.max(0, Math.min(1, ((x - x0) * dx + (y - y0) * dy) / L)) : 0;
+      const d = Math.hypot(x - (x0 + u * dx), y - (y0 + u * dy));
+      if (d < bestD) { bestD = d; best = p.id; }
+    }
+  }
+  return best;
+}
+
+// Ids of the partials with a point inside, or a segment crossing, the canvas rectangle.
+export function boxSelect(view, store, x0, y0, x1, y1) {
+  const [xa, xb] = [Math.min(x0, x1), Math.max(x0, x1)], [ya, yb] = [Math.min(y0, y1), Math.max(y0, y1)];
+  const ta = view.t(xa), tb = view.t(xb), fa = view.f(yb), fb = view.f(ya);
+  const out = [];
+  const inside = (x, y) => x >= xa && x <= xb && y >= ya && y <= yb;
+  const crosses = (px, py, qx, qy) => { // Liang-Barsky: does segment p-q meet the box?
+    let u0 = 0, u1 = 1;
+    const dx = qx - px, dy = qy - py;
+    for (const [pk, qk] of [[-dx, px - xa], [dx, xb - px], [-dy, py - ya], [dy, yb - py]]) {
+      if (pk === 0) { if (qk < 0) return false; continue; }
+      const u = qk / pk;
+      if (pk < 0) { if (u > u1) return false; if (u > u0) u0 = u; } else { if (u < u0) return false; if (u < u1) u1 = u; }
+    }
+    return true;
+  };
+  for (const p of store.inRange(ta, tb, fa, fb)) {
+    const i0 = Math.max(0, firstAtOrAfter(p.t, ta) - 1), i1 = Math.min(p.n - 1, firstAtOrAfter(p.t, tb));
+    let hit = false, px = view.x(p.t[i0]), py = view.y(p.f[i0]);
+    if (inside(px, py)) hit = true;
+    for (let i = i0 + 1; i <= i1 && !hit; i++) {
+      const qx = view.x(p.t[i]), qy = view.y(p.f[i]);
+      if (inside(qx, qy) || crosses(px, py, qx, qy)) hit = true;
+      px = qx; py = qy;
+    }
+    if (hit) out.push(p.id);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------- selection
+// {count, t0, t1, fmin, fmax, amp} of the selected partials (amp: mean over all their points).
+export function selectionStats(store, selected) {
+  let t0 = Infinity, t1 = -Infinity, fmin = Infinity, fmax = 0, asum = 0, an = 0, count = 0;
+  for (const id of selected) {
+    const p = store.get(id);
+    if (!p) continue;
+    count++;
+    t0 = Math.min(t0, p.t0); t1 = Math.max(t1, p.t1); fmin = Math.min(fmin, p.fmin); fmax = Math.max(fmax, p.fmax);
+    for (let i = 0; i < p.n; i++) asum += p.a[i];
+    an += p.n;
+  }
+  return { count, t0, t1, fmin, fmax, amp: an ? asum / an : 0 };
+}
+
+// -------------------------------------------------------------------------- virtual list
+// Only the rows in (and just around) the visible part of the list are in the DOM.
+export class VirtualList {
+  constructor(scroller, { rowHeight = 24, onClick, onMute }) {
+    this.scroller = scroller; this.rowHeight = rowHeight; this.onClick = onClick; this.onMute = onMute;
+    this.items = []; this.selected = new Set();
+    this.spacer = document.createElement('div'); this.spacer.className = 'spacer';
+    this.rows = document.createElement('ul'); this.rows.dataset.testid = 'partial-list';
+    this.spacer.append(this.rows);
+    scroller.append(this.spacer);
+    this.frame = null;
+    scroller.addEventListener('scroll', () => this.schedule());
+    new ResizeObserver(() => this.schedule()).observe(scroller);
+  }
+
+  set(items, selected) { this.items = items; this.selected = selected; this.schedule(); }
+  schedule() { if (!this.frame) this.frame = requestAnimationFrame(() => { this.frame = null; this.render(); }); }
+
+  scrollTo(id) {
+    const i = this.items.findIndex((p) => p.id === id);
+    if (i < 0) return;
+    const top = i * this.rowHeight, h = this.scroller.clientHeight;
+    if (top < this.scroller.scrollTop || top + this.rowHeight > this.scroller.scrollTop + h) this.scroller.scrollTop = top - h / 2;
+    this.schedule();
+  }
+
+  render() {
+    const rh = this.rowHeight, n = this.items.length;
+    this.spacer.style.height = `${n * rh}px`;
+    const first = Math.max(0, Math.floor(this.scroller.scrollTop / rh) - 5);
+    const last = Math.min(n, Math.ceil((this.scroller.scrollTop + this.scroller.clientHeight) / rh) + 5);
+    this.rows.style.transform = `translateY(${first * rh}px)`;
+    const rows = [];
+    for (let i = first; i < last; i++) {
+      const p = this.items[i];
+      const li = document.createElement('li');
+      li.dataset.testid = 'partial-item'; li.dataset.id = p.id; li.style.height = `${rh}px`;
+      li.classList.toggle('selected', this.selected.has(p.id)); li.classList.toggle('muted', p.is_muted);
+      const sw = document.createElement('span'); sw.className = 'swatch'; sw.style.background = p.color;
+      const label = document.createElement('span'); label.className = 'label';
+      label.textContent = `${p.id} · ${p.fmean.toFixed(1)} Hz · ${p.t0.toFixed(2)}–${p.t1.toFixed(2)} s`;
+      const mute = document.createElement('button'); mute.textContent = p.is_muted ? 'unmute' : 'mute';
+      mute.dataset.testid = 'partial-mute';
+      mute.addEventListener('click', (e) => { e.stopPropagation(); this.onMute(p); });
+      li.append(sw, label, mute);
+      li.addEventListener('click', (e) => this.onClick(p.id, e.shiftKey));
+      rows.push(li);
+    }
+    this.rows.replaceChildren(...rows);
+  }
+}
