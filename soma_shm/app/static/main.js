@@ -151,6 +151,7 @@ function paintPartials() {
   if (metrics.edits.length > 200) metrics.edits.splice(0, metrics.edits.length - 200);
   app.unshown = [];
   layer.dataset.partials = String(app.store.size);
+  layer.dataset.pending = String(app.pending.length);
 }
 
 function paint() {

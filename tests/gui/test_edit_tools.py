@@ -1,0 +1,248 @@
+"""The edit tools in headless Chromium against `soma-shm serve`: box select, the selection HUD
+(mute, merge, delete), crop and extend by end handles, the eraser, undo past the start, the error
+banner and the pencil's dashed stroke, and a layout that follows the window's size."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ..conftest import make_audio
+from ._browser import chromium_page, need_chromium, served
+
+pytestmark = pytest.mark.gui
+FS = 48_000
+
+API = """async ([method, body]) => {
+  const token = new URLSearchParams(location.search).get('token');
+  const r = await fetch(`/api/${method}`, { method: 'POST', headers: { 'X-Soma-Token': token }, body: JSON.stringify(body) });
+  const data = await r.json();
+  if (!data.ok) throw new Error(`${data.error.type}: ${data.error.message}`);
+  return data.result;
+}"""
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tools") / "tones.wav"
+    sf.write(path, make_audio(5.0, FS, freqs=(440.0, 1320.0), amp=0.25, noise=0.001), FS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(tones):
+    need_chromium()
+    with served(str(tones)) as url, chromium_page() as pg:
+        pg.goto(url)
+        pg.wait_for_selector("[data-testid=canvas][data-overview=drawn]", state="attached", timeout=60_000)
+        yield pg
+        assert pg.page_errors == []
+
+
+@pytest.fixture
+def fresh(page):
+    """An empty document at the whole-file view, the select tool, nothing selected."""
+    ids = [p["id"] for p in api(page, "state")["document"]["partials"]]
+    if ids:
+        api(page, "delete_partials", ids=ids)
+    wait_count(page, 0)
+    page.keyboard.press("Escape")
+    page.keyboard.press("0")
+    if not page.locator("[data-testid=error]").is_hidden():
+        page.click("[data-testid=error-close]")
+    return page
+
+
+def api(page, method, **body):
+    return page.evaluate(API, [method, body])
+
+
+def wait_count(page, n):
+    page.wait_for_function(f"() => document.querySelector('[data-testid=partials-layer]').dataset.partials === '{n}'"
+                           f" && document.querySelector('[data-testid=partial-count]').textContent === '{n}'",
+                           timeout=60_000)
+
+
+def snap(page, t0, t1, f):
+    """A partial snapped along [t0, t1] near f (through the API: the pencil has its own test)."""
+    n = len(api(page, "state")["document"]["partials"])
+    api(page, "snap", trace=[[t0, f * 1.02], [(t0 + t1) / 2, f * 0.99], [t1, f * 1.01]])
+    wait_count(page, n + 1)
+
+
+def partials(page):
+    doc = api(page, "state")["document"]
+    block = np.frombuffer(bytes(page.evaluate(
+        "async (id) => { const token = new URLSearchParams(location.search).get('token');"
+        " const r = await fetch(`/blob/${id}`, { headers: { 'X-Soma-Token': token } });"
+        " return Array.from(new Uint8Array(await r.arrayBuffer())); }", doc["points_blob"])), dtype=np.float32)
+    block = block.reshape(-1, 3)
+    out, k = {}, 0
+    for p in doc["partials"]:
+        out[p["id"]] = {**p, "points": block[k:k + p["n"]]}
+        k += p["n"]
+    return out
+
+
+def to_css(page, t, f):
+    t0, t1, fmin, fmax = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
+    box = page.locator("[data-testid=canvas]").bounding_box()
+    x = (t - t0) / (t1 - t0) * box["width"]
+    y = math.log(fmax / f) / math.log(fmax / fmin) * (box["height"] - 1) + 0.5
+    return box["x"] + x, box["y"] + y
+
+
+def drag(page, a, b, steps=10, shift=False):
+    page.mouse.move(*a)
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.down()
+    for i in range(1, steps + 1):
+        page.mouse.move(a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps)
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+
+
+def selected(page):
+    return page.locator("[data-testid=partial-item].selected").count()
+
+
+def test_box_select_with_shift_then_hud_mute_merge_and_delete(fresh):
+    page = fresh
+    snap(page, 0.5, 1.5, 440.0)
+    snap(page, 2.5, 3.5, 440.0)
+    snap(page, 0.5, 3.5, 1320.0)
+    page.click("[data-testid=tool-select]")
+    # A box around the first 440 Hz partial only.
+    drag(page, to_css(page, 0.3, 520.0), to_css(page, 1.7, 380.0))
+    page.wait_for_function("() => !document.querySelector('[data-testid=hud]').hidden")
+    assert page.inner_text("[data-testid=hud-count]") == "1 selected" and selected(page) == 1
+    # Shift adds the second one; a box without shift replaces.
+    drag(page, to_css(page, 2.3, 520.0), to_css(page, 3.7, 380.0), shift=True)
+    page.wait_for_function("() => document.querySelector('[data-testid=hud-count]').textContent === '2 selected'")
+    assert selected(page) == 2
+    t0, t1 = (float(x) for x in page.inner_text("[data-testid=hud-time]").replace(" s", "").split("–"))
+    assert t0 == pytest.approx(0.5, abs=0.05) and t1 == pytest.approx(3.5, abs=0.05)
+    hz = page.inner_text("[data-testid=hud-freq]")
+    lo, hi = (float(x.replace(" Hz", "")) for x in hz.split("–"))
+    assert 420 < lo <= hi < 460
+    amp = float(page.inner_text("[data-testid=hud-amp]").split()[-1])
+    assert amp == pytest.approx(0.25, rel=0.15)
+    # Mute from the HUD: both muted, one undoable edit.
+    page.click("[data-testid=hud-mute]")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=partial-item].muted').length === 2")
+    parts = partials(page)
+    assert sum(p["is_muted"] for p in parts.values()) == 2
+    # Merge: one partial spanning both, the gap bridged.
+    page.click("[data-testid=hud-merge]")
+    wait_count(page, 2)
+    merged = [p for p in partials(page).values() if p["points"][0, 1] < 1000][0]
+    t = merged["points"][:, 0]
+    assert t[0] == pytest.approx(0.5, abs=0.05) and t[-1] == pytest.approx(3.5, abs=0.05) and np.diff(t).max() < 0.02
+    assert page.inner_text("[data-testid=hud-count]") == "1 selected"
+    # Undo brings both back; redo merges again; delete from the HUD.
+    page.click("[data-testid=undo]")
+    wait_count(page, 3)
+    page.click("[data-testid=redo]")
+    wait_count(page, 2)
+    page.click("[data-testid=hud-delete]")
+    wait_count(page, 1)
+    assert page.locator("[data-testid=hud]").is_hidden()
+
+
+def test_end_handles_crop_inside_and_extend_beyond(fresh):
+    page = fresh
+    snap(page, 1.0, 3.0, 440.0)
+    (pid, p), = partials(page).items()
+    page.click("[data-testid=tool-select]")
+    page.mouse.click(*to_css(page, 2.0, 440.0))
+    page.wait_for_function("() => document.querySelector('[data-testid=hud-count]').textContent === '1 selected'")
+    end_t, end_f = float(p["points"][-1, 0]), float(p["points"][-1, 1])
+    # Crop: the end handle dragged back to 2.2 s.
+    drag(page, to_css(page, end_t, end_f), to_css(page, 2.2, 440.0))
+    page.wait_for_function(f"() => document.querySelector('[data-testid=undo]').title.includes('crop {pid}')")
+    q = partials(page)[pid]["points"]
+    assert q[-1, 0] == pytest.approx(2.2, abs=0.03) and q[0, 0] == pytest.approx(p["points"][0, 0])
+    # Extend: the end handle dragged beyond the end, a little off the line: it snaps onto 440 Hz.
+    drag(page, to_css(page, float(q[-1, 0]), float(q[-1, 1])), to_css(page, 4.2, 455.0))
+    page.wait_for_function(f"() => document.querySelector('[data-testid=undo]').title.includes('extend {pid}')",
+                           timeout=60_000)
+    r = partials(page)[pid]["points"]
+    assert r[-1, 0] > 4.0 and np.all(np.diff(r[:, 0]) > 0)
+    ext = r[r[:, 0] > 2.25]
+    assert np.median(np.abs(1200 * np.log2(ext[:, 1] / 440.0))) < 15
+    page.wait_for_function("() => document.querySelector('[data-testid=partials-layer]').dataset.pending === '0'")
+    page.click("[data-testid=undo]")
+    page.wait_for_function(f"() => document.querySelector('[data-testid=undo]').title.includes('crop {pid}')")
+    assert partials(page)[pid]["points"].shape[0] == q.shape[0]
+
+
+def test_eraser_splits_a_partial_and_undo_joins_it(fresh):
+    page = fresh
+    snap(page, 0.5, 4.0, 440.0)
+    (pid, p), = partials(page).items()
+    page.click("[data-testid=tool-eraser]")
+    drag(page, to_css(page, 2.0, 700.0), to_css(page, 2.0, 300.0))
+    wait_count(page, 2)
+    parts = sorted(partials(page).values(), key=lambda q: q["points"][0, 0])
+    assert parts[0]["id"] == pid and parts[0]["points"][-1, 0] < 2.0 < parts[1]["points"][0, 0]
+    assert parts[1]["points"][-1, 0] == pytest.approx(p["points"][-1, 0], abs=1e-4)
+    page.click("[data-testid=undo]")
+    wait_count(page, 1)
+    # Erasing where there is nothing says so in the banner and changes nothing.
+    drag(page, to_css(page, 2.0, 5000.0), to_css(page, 2.5, 5000.0))
+    page.wait_for_selector("[data-testid=error]:not([hidden])")
+    assert "touched no partial" in page.inner_text("[data-testid=error]")
+    wait_count(page, 1)
+
+
+def test_pencil_strokes_lose_their_dashes_and_undo_stops_quietly(fresh):
+    page = fresh
+    page.click("[data-testid=tool-pencil]")
+    for k in range(7):  # seven quick strokes along the two tones
+        f = 440.0 if k % 2 == 0 else 1320.0
+        t0 = 0.3 + 0.6 * k
+        drag(page, to_css(page, t0, f * 1.03), to_css(page, t0 + 0.5, f * 0.98), steps=6)
+    wait_count(page, 7)
+    page.wait_for_function("() => document.querySelector('[data-testid=partials-layer]').dataset.pending === '0'")
+    # Undo all the way, then once more: no error, the button is disabled.
+    for _ in range(200):
+        if page.locator("[data-testid=undo]").is_disabled():
+            break
+        page.click("[data-testid=undo]")
+        page.wait_for_timeout(30)
+    page.wait_for_function("() => document.querySelector('[data-testid=undo]').disabled")
+    page.keyboard.press("Control+z")
+    page.wait_for_timeout(300)
+    assert page.locator("[data-testid=error]").is_hidden()
+    assert not page.locator("[data-testid=redo]").is_disabled()
+
+
+def test_error_banner_overlays_and_layout_follows_the_window(fresh):
+    page = fresh
+    stage = page.locator("[data-testid=stage]").bounding_box()
+    page.click("[data-testid=tool-pencil]")
+    page.mouse.click(*to_css(page, 1.0, 440.0))  # a stroke with no extent in time
+    page.wait_for_selector("[data-testid=error]:not([hidden])")
+    assert page.locator("[data-testid=stage]").bounding_box() == stage  # nothing pushed down
+    page.click("[data-testid=error-close]")
+    assert page.locator("[data-testid=error]").is_hidden()
+    for w, h in ((900, 500), (1400, 900), (1000, 620)):
+        page.set_viewport_size({"width": w, "height": h})
+        page.wait_for_function(
+            f"() => {{ const c = document.querySelector('[data-testid=canvas]');"
+            f" return c.height === Math.round(c.getBoundingClientRect().height * devicePixelRatio)"
+            f" && c.getBoundingClientRect().bottom < {h} }}")
+        status = page.locator("[data-testid=status]").bounding_box()
+        ruler = page.locator("[data-testid=time-ruler]").bounding_box()
+        canvas = page.locator("[data-testid=canvas]").bounding_box()
+        assert status["y"] + status["height"] <= h + 0.5 and status["y"] >= h - 40
+        assert ruler["y"] + ruler["height"] <= status["y"] + 0.5
+        assert canvas["y"] + canvas["height"] <= ruler["y"] + 0.5 and canvas["height"] > h - 200
+        assert page.locator("[data-testid=partials-layer]").bounding_box() == canvas
+    page.set_viewport_size({"width": 1280, "height": 760})
