@@ -108,8 +108,10 @@ def drag(page, a, b, steps=10, shift=False):
         page.keyboard.up("Shift")
 
 
-def selected(page):
-    return page.locator("[data-testid=partial-item].selected").count()
+def selected(page, n):
+    """Wait until the list shows n selected rows (rows are drawn on the next frame)."""
+    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=partial-item].selected').length === {n}")
+    return True
 
 
 def test_box_select_with_shift_then_hud_mute_merge_and_delete(fresh):
@@ -121,11 +123,11 @@ def test_box_select_with_shift_then_hud_mute_merge_and_delete(fresh):
     # A box around the first 440 Hz partial only.
     drag(page, to_css(page, 0.3, 520.0), to_css(page, 1.7, 380.0))
     page.wait_for_function("() => !document.querySelector('[data-testid=hud]').hidden")
-    assert page.inner_text("[data-testid=hud-count]") == "1 selected" and selected(page) == 1
+    assert page.inner_text("[data-testid=hud-count]") == "1 selected" and selected(page, 1)
     # Shift adds the second one; a box without shift replaces.
     drag(page, to_css(page, 2.3, 520.0), to_css(page, 3.7, 380.0), shift=True)
     page.wait_for_function("() => document.querySelector('[data-testid=hud-count]').textContent === '2 selected'")
-    assert selected(page) == 2
+    assert selected(page, 2)
     t0, t1 = (float(x) for x in page.inner_text("[data-testid=hud-time]").replace(" s", "").split("–"))
     assert t0 == pytest.approx(0.5, abs=0.05) and t1 == pytest.approx(3.5, abs=0.05)
     hz = page.inner_text("[data-testid=hud-freq]")
