@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 
@@ -97,21 +98,83 @@ def _dead_pid() -> int:
     return p.pid
 
 
-def test_sweep_removes_only_segments_of_dead_owners():
-    dead = f"soma_{_dead_pid()}_1700000000_abcdef_audio_000000"
-    alive = f"soma_{os.getppid()}_1700000000_abcdef_audio_000001"
-    for name in (dead, alive):
-        os.close(_posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600))
+def _make_run(pid: int, token: str, lock: bool) -> tuple[str, str]:
+    """A run's segment (and its lock file when ``lock``), as an owner would leave them."""
+    run = f"soma_{pid}_1700000000_{token}_"
+    seg = run + "audio_000000"
+    os.close(_posixshmem.shm_open("/" + seg, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600))
+    if lock:
+        os.close(os.open(os.path.join(shm.SHM_DIR, run + "lock"), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    return run, seg
+
+
+def test_sweep_removes_only_segments_whose_owner_lock_is_free():
+    import fcntl
+
+    dead_pid = _dead_pid()
+    dead_run, dead = _make_run(dead_pid, "dead00", lock=True)  # the owner died: its lock is free
+    # Same dead-looking pid, but its owner holds the lock: it lives in another PID namespace.
+    live_run, live = _make_run(dead_pid, "live00", lock=True)
+    held = os.open(os.path.join(shm.SHM_DIR, live_run + "lock"), os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    bare_run, bare = _make_run(dead_pid, "bare00", lock=False)  # no lock record: not ours to judge
     try:
         removed = sweep_orphans()
-        assert dead in removed and alive not in removed
-        assert dead not in list_segments() and alive in list_segments()
+        assert dead in removed and live not in removed and bare not in removed
+        left = list_segments()
+        assert dead not in left and dead_run + "lock" not in left
+        assert live in left and live_run + "lock" in left and bare in left
     finally:
-        for name in (dead, alive):
+        os.close(held)
+        for name in (dead, live, bare, dead_run + "lock", live_run + "lock"):
             try:
                 _posixshmem.shm_unlink("/" + name)
             except FileNotFoundError:
                 pass
+
+
+def test_an_owner_holds_its_lock_exactly_while_it_owns_segments():
+    import fcntl
+
+    lock = run_prefix() + "lock"
+    assert lock not in list_segments()
+    a, b = Segment.create("test", 64), Segment.create("test", 64)
+    assert lock in list_segments()
+    fd = os.open(os.path.join(shm.SHM_DIR, lock), os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+    for seg in (a, b):
+        seg.close()
+        seg.unlink()
+    assert lock not in list_segments()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1)")
+def test_a_sweep_from_another_pid_namespace_keeps_a_live_engines_segments(tone):
+    # The sweeping process sees its own PID namespace: our pid names nothing there (or someone
+    # else). Deciding by pid, it would unlink a live engine's blocks.
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("this machine does not allow new PID namespaces")
+    x, fs = tone
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        mine = list_segments(run_prefix())
+        code = (
+            "import os; from soma_shm.ipc.shm import sweep_orphans;"
+            f"assert not os.path.exists('/proc/{os.getpid()}/cmdline') or "
+            f"b'pytest' not in open('/proc/{os.getpid()}/cmdline', 'rb').read();"
+            "print(sweep_orphans())"
+        )
+        out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=120, env=dict(os.environ))
+        assert out.returncode == 0, out.stderr
+        assert set(mine) <= set(list_segments())
+        res = eng.submit_viewport(1.0, 2.0, 100, 5_000, 64, 32).result(timeout=60)
+        assert res.image.shape == (32, 64)
 
 
 def test_audio_block_header_and_read_only_attach():

@@ -8,16 +8,22 @@ only ever close them.
 
 Names carry a per-run prefix ``soma_<pid>_<start>_<token>_`` so that the segments of a main
 process that died without cleaning up can be found and swept at the next start
-(:func:`sweep_orphans`).
+(:func:`sweep_orphans`). Whether the owner is alive is not decided by its pid (a pid seen from
+another PID namespace sharing ``/dev/shm`` names another process, or none): while a process owns
+segments it holds an exclusive ``flock`` on its run's lock file ``<prefix>lock`` in ``/dev/shm``,
+and the sweep removes a run only if it can take that lock itself (the kernel releases it when the
+owner dies, in any namespace). See ``docs/design.md``, "Shared memory".
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import mmap
 import os
 import secrets
+import threading
 import time
 from multiprocessing import resource_tracker
 
@@ -41,6 +47,49 @@ def run_prefix() -> str:
     if _RUN_PREFIX is None or not _RUN_PREFIX.startswith(f"{PREFIX}{os.getpid()}_"):
         _RUN_PREFIX = f"{PREFIX}{os.getpid()}_{int(time.time())}_{secrets.token_hex(3)}_"
     return _RUN_PREFIX
+
+
+LOCK_SUFFIX = "lock"
+
+
+class _OwnerLock:
+    """The run's lock file, held (``flock``) while this process owns at least one segment."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._fd: int | None = None
+        self._prefix = ""
+        self._owned = 0
+
+    def acquire(self) -> None:
+        with self._mutex:
+            prefix = run_prefix()
+            if self._prefix != prefix:  # first segment, or a forked child: a lock of its own
+                self._fd, self._prefix, self._owned = None, prefix, 0
+            if self._fd is None:
+                path = os.path.join(SHM_DIR, prefix + LOCK_SUFFIX)
+                tmp = path + "_new"
+                fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.rename(tmp, path)  # appears already locked: a sweep never sees it free
+                self._fd = fd
+            self._owned += 1
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._fd is None or self._prefix != run_prefix():
+                return
+            self._owned -= 1
+            if self._owned <= 0:
+                try:
+                    os.unlink(os.path.join(SHM_DIR, self._prefix + LOCK_SUFFIX))
+                except FileNotFoundError:
+                    pass
+                os.close(self._fd)
+                self._fd, self._owned = None, 0
+
+
+_OWNER = _OwnerLock()
 
 
 class Segment:
@@ -91,6 +140,7 @@ class Segment:
             _posixshmem.shm_unlink("/" + name)
             raise
         os.close(fd)
+        _OWNER.acquire()
         # The owner's resource tracker is the backstop if this process dies without unlinking.
         resource_tracker.register("/" + name, "shared_memory")
         log.debug("segment create %s (%d bytes) pid=%d", name, size, os.getpid())
@@ -167,6 +217,7 @@ class Segment:
             pass
         else:
             log.debug("segment unlink %s pid=%d", self.name, os.getpid())
+        _OWNER.release()
         try:
             resource_tracker.unregister("/" + self.name, "shared_memory")
         except Exception:  # pragma: no cover - tracker already gone at interpreter exit
@@ -193,35 +244,56 @@ def list_segments(prefix: str = PREFIX) -> list[str]:
         return []
 
 
-def _pid_alive(pid: int) -> bool:
+def _run_of(name: str) -> str | None:
+    """The run prefix ``soma_<pid>_<start>_<token>_`` of a segment name, or None."""
+    parts = name.split("_")
+    if len(parts) < 5 or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return "_".join(parts[:4]) + "_"
+
+
+def _owner_gone(run: str):
+    """If the run's owner is gone, its lock file's descriptor, locked by us (close it after the
+    unlinks); None while the owner lives, or if the run has no lock file (not ours to judge)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - someone else's live process
-        return True
-    return True
+        fd = os.open(os.path.join(SHM_DIR, run + LOCK_SUFFIX), os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def sweep_orphans() -> list[str]:
     """Unlink segments of ours whose owning process is gone (a main process that was killed).
 
-    Returns the names removed.
+    A run's segments go only if its lock file can be locked here (its owner is dead, in whatever
+    PID namespace it ran); runs without a lock file are left alone. Returns the names removed.
     """
-    removed = []
+    runs: dict[str, list[str]] = {}
     for name in list_segments():
-        parts = name.split("_")
-        try:
-            pid = int(parts[1])
-        except (IndexError, ValueError):
+        run = _run_of(name)
+        if run is not None and run != run_prefix():
+            runs.setdefault(run, []).append(name)
+    removed = []
+    for run, names in runs.items():
+        fd = _owner_gone(run)
+        if fd is None:
             continue
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
         try:
-            _posixshmem.shm_unlink("/" + name)
-            removed.append(name)
-        except FileNotFoundError:
-            pass
+            lock = run + LOCK_SUFFIX
+            for name in sorted(names, key=lambda n: n == lock):  # the lock file last
+                try:
+                    _posixshmem.shm_unlink("/" + name)
+                    if name != lock:
+                        removed.append(name)
+                except FileNotFoundError:
+                    pass
+        finally:
+            os.close(fd)
     if removed:
         log.info("swept %d orphaned segment(s) of dead processes: %s", len(removed), ", ".join(removed))
     return removed
