@@ -54,7 +54,7 @@ TARGETS = {"cwt2": (0.060, 10.0), "cwt30": (0.5, 30.0)}
 SOMA_MIN_REPEATS = 11
 """soma's CWT images take well under a second, so the median is over at least this many runs:
 on this shared machine a run of five can land two in a busy spell."""
-MAX_DB_ERROR = 0.5  # ENGINE.md section 5: every pixel above -80 dB within 0.5 dB of the reference
+MAX_DB_ERROR = 0.5  # docs/design.md, "Numerical contract": every pixel above -80 dB within 0.5 dB of the reference
 
 
 
@@ -130,10 +130,10 @@ def child(method: str, workload: str, repeats: int, out_path: str) -> dict:
     # "peak extra" is the memory the computation itself needs.
     load_s = float("nan")
     if method == "soma":
-        import soma_shm.render
+        import soma_shm.ipc.tasks
 
         t = time.perf_counter()
-        soma_shm.render.warm_up()  # compiles every kernel with an empty cache, else loads it
+        soma_shm.ipc.tasks.warm_up()  # compiles every kernel with an empty cache, else loads it
         load_s = time.perf_counter() - t
     elif method == "pywt":
         import pywt  # noqa: F401
@@ -191,7 +191,7 @@ def child_imports(repeats: int) -> dict:
 
     numpy_s = t("import numpy")
     soma_s = t("import numpy, soma_shm")
-    kernels_s = t("import numpy, soma_shm.render as r; r.warm_up()")
+    kernels_s = t("import numpy, soma_shm.ipc.tasks as r; r.warm_up()")
     return {
         "numpy_s": numpy_s,
         "soma_shm_s": soma_s,

@@ -1,7 +1,7 @@
 """Image geometry and transform plans (numpy only; no numba, no I/O).
 
-The geometry of ENGINE.md §5 is defined here once and used by the kernels, the float64 test
-references and the engine alike:
+The geometry of docs/design.md ("Numerical contract") is defined here once and used by the
+kernels, the float64 test references and the engine alike:
 
 - row ``r`` has frequency ``fmax * (fmin/fmax) ** (r/(height-1))`` (row 0 = top = fmax);
 - column ``c`` spans ``[t0 + c*dt, t0 + (c+1)*dt)`` with ``dt = (t1-t0)/width``; it pools every

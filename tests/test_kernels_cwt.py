@@ -10,7 +10,7 @@ from soma_shm.plans import column_bounds, cwt_plan, row_frequencies
 
 from .reference import cwt_reference, db_error, morlet_pywt
 
-TOL_DB = 0.5  # the accuracy contract (ENGINE.md section 5)
+TOL_DB = 0.5  # the accuracy contract (docs/design.md, "Numerical contract")
 
 
 def _mixture(fs: int, seconds: float, seed: int) -> np.ndarray:
