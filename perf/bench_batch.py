@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     import soundfile as sf
 
     import soma_shm
-    import soma_shm.render
+    import soma_shm.ipc.tasks
     from soma_shm.pipeline import render_files
     from soma_shm.pipeline.distributed import render_files_dask
 
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             path = Path(tmp) / f"file{i:03d}.flac"
             sf.write(path, np.roll(base, i * 977), FS, subtype="PCM_16")
             paths.append(str(path))
-        soma_shm.render.warm_up()
+        soma_shm.ipc.tasks.warm_up()
         reference = None
 
         def record(name, seconds, out):
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         from dask.distributed import Client
 
         with local_cluster() as cluster, Client(cluster) as client:
-            client.run(soma_shm.render.warm_up)  # load the kernels in every worker first
+            client.run(soma_shm.ipc.tasks.warm_up)  # load the kernels in every worker first
             t = time.perf_counter()
             out = render_files_dask(paths, client=client, **kw)
             record("dask-local", time.perf_counter() - t, out)

@@ -310,6 +310,7 @@ def child_respawn(method: str, repeats: int) -> dict:
     """Strict mode: terminate the busy worker, time until the replacement is ready; and with a
     spare: time from cancelling a computing request to the replacement computing."""
     import soma_shm
+    from tests import worker_tasks
 
     audio = _util.recording(20.0, FS, seed=2)
     res = {"method": method}
@@ -318,7 +319,7 @@ def child_respawn(method: str, repeats: int) -> dict:
         eng.wait_ready(120)
         times = []
         for _ in range(repeats):
-            h = eng._submit_test("viewport", "sleep", 10.0)
+            h = worker_tasks.submit(eng, "viewport", "sleep", seconds=10.0)
             while not eng.stats()["viewport"]["busy"]:
                 time.sleep(0.001)
             t = time.perf_counter()
@@ -332,11 +333,11 @@ def child_respawn(method: str, repeats: int) -> dict:
         eng.wait_ready(120)
         times = []
         for _ in range(repeats):
-            h = eng._submit_test("viewport", "sleep", 10.0)
+            h = worker_tasks.submit(eng, "viewport", "sleep", seconds=10.0)
             while not eng.stats()["viewport"]["busy"]:
                 time.sleep(0.001)
             t = time.perf_counter()
-            h2 = eng._submit_test("viewport", "sleep", 0.0)  # supersedes h; the spare takes it
+            h2 = worker_tasks.submit(eng, "viewport", "sleep", seconds=0.0)  # supersedes h; the spare takes it
             h2.result(60)
             times.append(time.perf_counter() - t)
             eng.wait_ready(120)

@@ -175,3 +175,27 @@ def trace(points: Any, sample_rate: float, duration: float) -> np.ndarray:
             f"trace point {bad} has frequency {p[bad, 1]} Hz, at or above Nyquist ({nyquist:g} Hz)"
         )
     return p
+
+
+def output(out: Any, height: int, width: int, dtype: type, name: str = "out") -> np.ndarray:
+    if out is None:
+        return np.empty((height, width), dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise ParameterError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if out.shape != (height, width) or out.dtype != np.dtype(dtype):
+        raise ParameterError(
+            f"{name} has shape {out.shape} and dtype {out.dtype}; expected ({height}, {width}) {np.dtype(dtype)}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ParameterError(f"{name} must be a writeable C-contiguous array")
+    return out
+
+
+def finite_part(audio: np.ndarray, start: int, stop: int) -> None:
+    """Reject NaN/Inf in the part of the file a request reads (``start:stop``, clipped)."""
+    part = audio[max(start, 0) : min(stop, audio.shape[0])]
+    if part.size and not np.isfinite(part).all():
+        bad = int(np.flatnonzero(~np.isfinite(part))[0]) + max(start, 0)
+        raise AudioFormatError(
+            f"audio holds NaN or Inf samples (first at frame {bad}); clean or replace them before analysis"
+        )

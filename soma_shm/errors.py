@@ -8,6 +8,8 @@ value and say what to do instead.
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
+
 __all__ = [
     "SomaError",
     "ParameterError",
@@ -42,8 +44,10 @@ class EngineClosed(SomaError, RuntimeError):
     """The engine was closed (or has no open file) and cannot take the request."""
 
 
-class RequestCancelled(SomaError):
-    """The request was superseded, cancelled by the caller, or dropped when the file changed."""
+class RequestCancelled(SomaError, CancelledError):
+    """The request was superseded, cancelled by the caller, or dropped when the file changed.
+
+    Also a ``concurrent.futures.CancelledError``, so code written for futures recognises it."""
 
 
 class QueueFull(SomaError, RuntimeError):

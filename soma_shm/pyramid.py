@@ -32,7 +32,6 @@ import numpy as np
 
 from . import _validate
 from .plans import column_bounds, stft_plan
-from .render import _output
 from .settings import AnalysisSettings
 
 __all__ = ["Pyramid", "PyramidLayout", "build_pyramid", "PYRAMID_FACTOR", "DB_STEP"]
@@ -199,7 +198,7 @@ class Pyramid:
             )
         fs = lay.sample_rate
         t0, t1, fmin, fmax, width, height = _validate.view(t0, t1, fmin, fmax, width, height, fs, lay.samples / fs)
-        out = _output(out, height, width, np.float32)
+        out = _validate.output(out, height, width, np.float32)
         plan = stft_plan(fs, fmin, fmax, height, settings)
         col_a, col_b = column_bounds(t0, t1, width, fs)
         level = lay.level_for((t1 - t0) * fs / lay.hop / width)

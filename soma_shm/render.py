@@ -16,7 +16,7 @@ from . import _validate
 from .plans import column_bounds, cwt_plan, stft_plan
 from .settings import AnalysisSettings
 
-__all__ = ["cwt_image", "stft_image", "tone_map", "reference_level", "warm_up", "image_geometry"]
+__all__ = ["cwt_image", "stft_image", "tone_map", "reference_level", "image_geometry"]
 
 
 def _kernels():
@@ -24,30 +24,6 @@ def _kernels():
     from .kernels import cwt, stft, tonemap
 
     return cwt, stft, tonemap
-
-
-def _output(out: Any, height: int, width: int, dtype: type, name: str = "out") -> np.ndarray:
-    if out is None:
-        return np.empty((height, width), dtype=dtype)
-    if not isinstance(out, np.ndarray):
-        raise _validate.ParameterError(f"{name} must be a numpy array, got {type(out).__name__}")
-    if out.shape != (height, width) or out.dtype != np.dtype(dtype):
-        raise _validate.ParameterError(
-            f"{name} has shape {out.shape} and dtype {out.dtype}; expected ({height}, {width}) {np.dtype(dtype)}"
-        )
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise _validate.ParameterError(f"{name} must be a writeable C-contiguous array")
-    return out
-
-
-def _check_finite(audio: np.ndarray, start: int, stop: int) -> None:
-    """Reject NaN/Inf in the part of the file a request reads (``start:stop``, clipped)."""
-    part = audio[max(start, 0) : min(stop, audio.shape[0])]
-    if part.size and not np.isfinite(part).all():
-        bad = int(np.flatnonzero(~np.isfinite(part))[0]) + max(start, 0)
-        raise _validate.AudioFormatError(
-            f"audio holds NaN or Inf samples (first at frame {bad}); clean or replace them before analysis"
-        )
 
 
 def _prepare(audio, sample_rate, t0, t1, fmin, fmax, width, height, settings):
@@ -142,7 +118,7 @@ def cwt_image(
     audio, fs, t0, t1, fmin, fmax, width, height, settings = _prepare(
         audio, sample_rate, t0, t1, fmin, fmax, width, height, settings
     )
-    out = _output(out, height, width, np.float32)
+    out = _validate.output(out, height, width, np.float32)
     cwt, _, _ = _kernels()
     col_a, col_b = column_bounds(t0, t1, width, fs)
     s0 = int(col_a[0])
@@ -150,7 +126,7 @@ def cwt_image(
     plan = cwt_plan(fs, n_window, fmin, fmax, height, width, settings)
     if check_finite:
         reach = int(plan.seg_pad.max())
-        _check_finite(audio, s0 - reach, int(col_b[-1]) + reach + 1)
+        _validate.finite_part(audio, s0 - reach, int(col_b[-1]) + reach + 1)
     # Rows by decreasing inverse-FFT length (their cost), interleaved over the threads so that
     # the static split of the kernel's prange gives every thread the same work.
     import numba
@@ -205,13 +181,13 @@ def stft_image(
     audio, fs, t0, t1, fmin, fmax, width, height, settings = _prepare(
         audio, sample_rate, t0, t1, fmin, fmax, width, height, settings
     )
-    out = _output(out, height, width, np.float32)
+    out = _validate.output(out, height, width, np.float32)
     _, stft, _ = _kernels()
     col_a, col_b = column_bounds(t0, t1, width, fs)
     plan = stft_plan(fs, fmin, fmax, height, settings)
     if check_finite:
         half = plan.nfft // 2
-        _check_finite(audio, int(col_a[0]) - half - plan.hop, int(col_b[-1]) + half + plan.hop + 1)
+        _validate.finite_part(audio, int(col_a[0]) - half - plan.hop, int(col_b[-1]) + half + plan.hop + 1)
     stft.stft_pooled_image(
         audio,
         plan.window,
@@ -332,30 +308,48 @@ def reference_level(audio: Any, sample_rate: float, settings: AnalysisSettings |
     return peak if peak > 0 and math.isfinite(peak) else 1.0
 
 
-def warm_up() -> None:
-    """Load (or compile, the first time) every kernel on tiny inputs.
+CWT_BYTES_PER_SAMPLE = 16
+"""Peak working memory of the CWT per sample of a segment's forward FFT (the window padded by
+the lowest row's wavelet support): measured 15.5 bytes (float32 input, complex spectrum, FFT
+scratch). Time is proportional to the same count (about 25 ns per sample on one core here)."""
 
-    Workers call this once at start so that the first real request pays no JIT cost. Both
-    writable audio and read-only audio (a worker's view of the shared block) are used: numba
-    specialises on the difference.
+
+def request_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: float,
+                 settings: AnalysisSettings | None = None) -> int:
+    """Estimated working memory (bytes) of a ``method`` image over ``[t0, t1]`` down to ``fmin``.
+
+    Made from the geometry alone, before any plan is built: the CWT pads the window by the
+    wavelet support of its lowest row on both sides, ``sqrt(2 ln(1/eps)) * sigma(fmin)`` samples
+    with ``sigma = C fs / fmin * sqrt(B / 2)``, so the cost grows as ``1 / fmin``. The STFT pools
+    frame by frame into the output and needs no more than the image: 0.
     """
-    from .snap import snap_trace
+    if method != "cwt":
+        return 0
+    from .plans import NYQUIST_TAPER, WAVELET_EPS, wavelet_sigma_samples
 
-    fs = 8000.0
-    x = np.sin(2 * np.pi * 440 * np.arange(4000) / fs).astype(np.float32)
-    ro = x.copy()
-    ro.flags.writeable = False
-    for audio in (x, ro):
-        img = cwt_image(audio, fs, 0.1, 0.4, 100, 2000, 8, 4)
-        stft_image(audio, fs, 0.0, 0.5, 100, 2000, 8, 4)
-        snap_trace(audio, fs, [(0.1, 430.0), (0.3, 450.0)])
-    tone_map(img, 1.0)
-    # The pyramid: built from writable audio (the owner's block), views from a read-only copy
-    # of its bytes (a worker's mapping) as well as from the owner's.
-    from .pyramid import Pyramid, build_pyramid
+    s = _validate.settings_or_default(settings)
+    kt = math.sqrt(2.0 * math.log(1.0 / WAVELET_EPS))
+    pad = kt * (float(wavelet_sigma_samples(fmin, sample_rate, s)) + 1.0 / (2.0 * math.pi * NYQUIST_TAPER))
+    return int(CWT_BYTES_PER_SAMPLE * ((t1 - t0) * sample_rate + 2.0 * pad))
 
-    pyr = build_pyramid(x, fs, reference=1.0)
-    levels = pyr.buffer.copy()
-    levels.flags.writeable = False
-    for p in (pyr, Pyramid(pyr.layout, levels, pyr.top, pyr.scale)):
-        p.image(0.0, 0.5, 100, 2000, 8, 4)
+
+def check_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: float, fmax: float, width: int,
+               height: int, settings: AnalysisSettings | None, limit: int, option: str, what: str = "fmin") -> None:
+    """Raise ParameterError if :func:`request_cost` exceeds ``limit`` bytes, naming the lowest
+    ``fmin`` (or the widest window) that fits and the ``option`` that raises the limit."""
+    cost = request_cost(method, sample_rate, t0, t1, fmin, settings)
+    if cost <= limit:
+        return
+    gib = 2.0**30
+    window = (t1 - t0) * sample_rate * CWT_BYTES_PER_SAMPLE
+    if window < limit:
+        # cost is linear in 1/fmin: solve for the fmin that fits
+        per_inv_f = (cost - window) * fmin
+        fix = f"raise {what} to at least {per_inv_f / (limit - window):.3g} Hz"
+    else:
+        fix = f"narrow the window to under {limit / CWT_BYTES_PER_SAMPLE / sample_rate:.0f} s"
+    raise _validate.ParameterError(
+        f"{what}={fmin:g} Hz over a {t1 - t0:g} s window: this {method.upper()} would need about "
+        f"{cost / gib:.2f} GiB of working memory (a wavelet's length grows as 1/fmin; the limit is "
+        f"{limit / gib:.2f} GiB); {fix}, or raise {option}"
+    )

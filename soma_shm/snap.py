@@ -129,10 +129,8 @@ def snap_trace(
     n_window = int(math.ceil(t_last * fs)) - s0 + 1
     plan = cwt_plan(fs, n_window, fmin, fmax, R, 1, settings)
     if check_finite:
-        from .render import _check_finite
-
         reach = int(plan.seg_pad.max())
-        _check_finite(a, s0 - reach, s0 + n_window + reach)
+        _validate.finite_part(a, s0 - reach, s0 + n_window + reach)
 
     positions = times * fs - s0
     mags = np.empty((K, R), dtype=np.float64)

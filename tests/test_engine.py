@@ -16,6 +16,7 @@ import soundfile as sf
 
 import soma_shm
 from soma_shm.ipc.shm import list_segments
+from tests import worker_tasks as wt
 from tests.conftest import worker_processes
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -42,8 +43,8 @@ def test_viewport_overview_and_snap_match_the_kernels(tone, method):
         np.testing.assert_array_equal(res.magnitude, want)
         np.testing.assert_array_equal(res.image, soma_shm.tone_map(want, eng.amp_reference))
         assert not res.image.flags.writeable
-        image = res.copy().image  # independent of the slot from now on
-        assert res.released and image.shape == (120, 320)
+        image = res.copy().image  # copy() is the result itself: its arrays hold no slot
+        assert image is res.image and not res.released and image.shape == (120, 320)
         snap = eng.submit_snap([(1.0, 450.0), (3.0, 430.0)]).result(timeout=60)
         assert snap.points.shape == (201, 3)
         assert np.abs(snap.points[:, 1] - 440).max() < 0.1
@@ -64,7 +65,7 @@ def test_wide_windows_use_the_stft_cut_from_the_files_pyramid():
         eng.open(x, sample_rate=fs, progress=lambda stage, f: stages.append((stage, f)))
         built = [f for stage, f in stages if stage == "pyramid"]
         assert built[0] == 0.0 and built[-1] == 1.0 and built == sorted(built) and len(built) >= 10
-        assert [n for n in list_segments() if "_pyramid_" in n]
+        assert [n for n in list_segments(f"soma_{os.getpid()}_") if "_pyramid_" in n]
         pyramid = build_pyramid(x, fs, reference=eng.amp_reference)
         res = eng.submit_viewport(0.0, 35.0, 50, 3_000, 200, 50, magnitude=True).result(timeout=60)
         assert res.method == "stft" and res.from_pyramid
@@ -79,9 +80,9 @@ def test_wide_windows_use_the_stft_cut_from_the_files_pyramid():
         with pytest.raises(soma_shm.ParameterError, match="magnitude='yes' must be True or False"):
             eng.submit_viewport(0.0, 30.0, 50, 3_000, 200, 50, magnitude="yes")
         slots = eng.stats()["viewport"]["slots"]
-        assert slots["held"] == 1 and slots["computing"] == 0 and slots["total"] == 3
+        assert slots["computing"] == 0 and slots["total"] == 3  # a result holds no slot
         narrow.release()
-        assert eng.stats()["viewport"]["slots"]["held"] == 0
+        assert narrow.image is None and narrow.released
         # A forced STFT of a narrow window, or other STFT frames, are computed from the audio.
         forced = eng.submit_viewport(0.0, 10.0, 50, 3_000, 200, 50, magnitude=True, method="stft").result(60)
         assert not forced.from_pyramid
@@ -95,7 +96,7 @@ def test_wide_windows_use_the_stft_cut_from_the_files_pyramid():
         wide.release()
     with soma_shm.Engine(spares=False, pyramid=False) as eng:
         eng.open(x, sample_rate=fs)
-        assert not [n for n in list_segments() if "_pyramid_" in n]
+        assert not [n for n in list_segments(f"soma_{os.getpid()}_") if "_pyramid_" in n]
         res = eng.submit_viewport(0.0, 35.0, 50, 3_000, 200, 50, magnitude=True).result(timeout=60)
         assert not res.from_pyramid
         np.testing.assert_array_equal(res.magnitude, soma_shm.stft_image(x, fs, 0.0, 35.0, 50, 3_000, 200, 50))
@@ -190,7 +191,7 @@ def test_no_stale_or_half_written_image_is_ever_delivered(engine):
     rng = np.random.default_rng(0)
     delivered = 0
     for i in range(12):
-        h = engine._submit_test("viewport", "pattern", 64, 64, i + 1, 0.002)
+        h = wt.submit(engine, "viewport", "pattern", height=64, width=64, value=i + 1, row_delay=0.002)
         time.sleep(float(rng.uniform(0.0, 0.15)))
         try:
             res = h.result(timeout=0) if h.done() else None
@@ -200,7 +201,7 @@ def test_no_stale_or_half_written_image_is_ever_delivered(engine):
             assert (res.image == i + 1).all()
             res.release()
             delivered += 1
-    final = engine._submit_test("viewport", "pattern", 64, 64, 99, 0.0).result(timeout=60)
+    final = wt.submit(engine, "viewport", "pattern", height=64, width=64, value=99, row_delay=0.0).result(timeout=60)
     assert (final.image == 99).all()
     final.release()
 
@@ -211,16 +212,16 @@ def test_crash_matrix(method, tone):
     with soma_shm.Engine(start_method=method, timeout=1.0) as eng:
         eng.open(x, sample_rate=fs)
         with pytest.raises(soma_shm.WorkerCrashed, match="died with exit code -9") as ei:
-            eng._submit_test("snap", "kill").result(timeout=60)
+            wt.submit(eng, "snap", "kill").result(timeout=60)
         assert ei.value.exitcode == -signal.SIGKILL
         with pytest.raises(soma_shm.WorkerCrashed, match="exit code 3") as ei:
-            eng._submit_test("snap", "exit", 3).result(timeout=60)
+            wt.submit(eng, "snap", "exit", code=3).result(timeout=60)
         assert ei.value.exitcode == 3
         with pytest.raises(soma_shm.WorkerError, match="requested failure") as ei:
-            eng._submit_test("snap", "raise").result(timeout=60)
+            wt.submit(eng, "snap", "fail").result(timeout=60)
         assert "RuntimeError" in ei.value.remote_traceback
         with pytest.raises(soma_shm.WorkerTimeout, match="exceeded the timeout of 1 s"):
-            eng._submit_test("viewport", "sleep", 30.0).result(timeout=60)
+            wt.submit(eng, "viewport", "sleep", seconds=30.0).result(timeout=60)
         # Every failure is recovered by the next request.
         assert eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60).points.shape[0] == 101
         eng.submit_viewport(1.0, 2.0, 100, 5_000, 100, 50).result(timeout=60).release()
@@ -229,11 +230,11 @@ def test_crash_matrix(method, tone):
 
 
 def test_sigkill_of_a_worker_mid_request_from_outside(engine):
-    h = engine._submit_test("viewport", "sleep", 5.0)
+    h = wt.submit(engine, "viewport", "sleep", seconds=5.0)
     deadline = time.monotonic() + 10
     while engine.stats()["viewport"]["busy"] is False and time.monotonic() < deadline:
         time.sleep(0.01)
-    busy = [w.pid for w in engine._roles["viewport"].workers if w.request is not None]
+    busy = [engine.stats()["viewport"]["busy_pid"]]
     os.kill(busy[0], signal.SIGKILL)
     with pytest.raises(soma_shm.WorkerCrashed) as ei:
         h.result(timeout=30)
@@ -264,7 +265,7 @@ def test_snap_queue_is_bounded(tone):
     x, fs = tone
     with soma_shm.Engine(snap_queue=2) as eng:
         eng.open(x, sample_rate=fs)
-        blocker = eng._submit_test("snap", "sleep", 0.5)
+        blocker = wt.submit(eng, "snap", "sleep", seconds=0.5)
         deadline = time.monotonic() + 30
         while not eng.stats()["snap"]["busy"] and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -284,9 +285,9 @@ def test_opening_another_file_cancels_both_roles(tone, tmp_path):
     sf.write(path, np.stack([x, x], axis=1), fs, subtype="PCM_16")
     with soma_shm.Engine() as eng:
         eng.open(x, sample_rate=fs)
-        first_block = eng._audio_block.segment.name
-        v = eng._submit_test("viewport", "sleep", 5.0)
-        s = eng._submit_test("snap", "sleep", 5.0)
+        first_block = eng._files["open"].audio_block.segment.name
+        v = wt.submit(eng, "viewport", "sleep", seconds=5.0)
+        s = wt.submit(eng, "snap", "sleep", seconds=5.0)
         time.sleep(0.2)
         info = eng.open(path)
         for h in (v, s):
@@ -297,7 +298,7 @@ def test_opening_another_file_cancels_both_roles(tone, tmp_path):
         np.testing.assert_allclose(res.magnitude[1], 0.3, rtol=0.01)  # stereo mixed to mono, 16-bit
         res.release()
         # The first file's block is gone from shared memory, the new one is there.
-        assert first_block not in list_segments() and eng._audio_block.segment.name in list_segments()
+        assert first_block not in list_segments() and eng._files["open"].audio_block.segment.name in list_segments()
 
 
 def test_bad_input_is_rejected_in_the_caller_and_nothing_changes(tone, tmp_path):
@@ -396,7 +397,7 @@ def test_an_outside_process_attaching_does_not_unlink_the_block(tone):
     x, fs = tone
     with soma_shm.Engine() as eng:
         eng.open(x, sample_rate=fs)
-        desc = eng._audio_block.desc()
+        desc = eng._files["open"].audio_block.desc()
         code = textwrap.dedent(
             f"""
             from soma_shm.ipc.blocks import AudioBlock, AudioDesc
@@ -454,12 +455,12 @@ def test_full_shared_memory_is_a_clear_error(monkeypatch, tone):
 
 
 def test_cancel_and_handle_cancel(engine):
-    h = engine._submit_test("viewport", "sleep", 5.0)
+    h = wt.submit(engine, "viewport", "sleep", seconds=5.0)
     time.sleep(0.1)
     assert h.cancel()
     with pytest.raises(soma_shm.RequestCancelled):
         h.result(timeout=10)
-    s = engine._submit_test("snap", "sleep", 5.0)
+    s = wt.submit(engine, "snap", "sleep", seconds=5.0)
     time.sleep(0.1)
     assert engine.cancel("snap") == 1
     with pytest.raises(soma_shm.RequestCancelled, match="cancelled by the caller"):
@@ -477,11 +478,11 @@ def test_sigkill_at_random_points_mid_write_never_delivers_a_partial_image(engin
     outcomes = {"crashed": 0, "whole": 0}
     for i in range(8):
         value = 10 + i
-        h = engine._submit_test("viewport", "pattern", 48, 64, value, 0.002)  # ~0.1 s of writing
+        h = wt.submit(engine, "viewport", "pattern", height=48, width=64, value=value, row_delay=0.002)  # ~0.1 s of writing
         deadline = time.monotonic() + 30
         busy = []
         while not busy and time.monotonic() < deadline and not h.done():
-            busy = [w.pid for w in engine._roles["viewport"].workers if w.request is not None]
+            busy = [p for p in [engine.stats()["viewport"]["busy_pid"]] if p is not None]
             time.sleep(0.001)
         time.sleep(float(rng.uniform(0.0, 0.12)))
         for pid in busy:
@@ -499,6 +500,6 @@ def test_sigkill_at_random_points_mid_write_never_delivers_a_partial_image(engin
             res.release()
             outcomes["whole"] += 1
     assert outcomes["crashed"] >= 1
-    final = engine._submit_test("viewport", "pattern", 48, 64, 77, 0.0).result(timeout=60)
+    final = wt.submit(engine, "viewport", "pattern", height=48, width=64, value=77, row_delay=0.0).result(timeout=60)
     assert (final.image == 77).all()
     final.release()

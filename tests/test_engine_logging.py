@@ -8,6 +8,7 @@ import pytest
 
 import soma_shm
 from soma_shm.ipc import _log
+from tests import worker_tasks as wt
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -25,9 +26,9 @@ def test_lifecycle_events_reach_the_log_file(tmp_path, tone, restore_logging, ca
         eng.open(x, sample_rate=fs)
         eng.submit_viewport(1.0, 2.0, 100, 5_000, 64, 32).result(timeout=60).release()
         with pytest.raises(soma_shm.WorkerCrashed):
-            eng._submit_test("snap", "exit", 3).result(timeout=60)
+            wt.submit(eng, "snap", "exit", code=3).result(timeout=60)
         with pytest.raises(soma_shm.WorkerTimeout):
-            eng._submit_test("viewport", "sleep", 30.0).result(timeout=60)
+            wt.submit(eng, "viewport", "sleep", seconds=30.0).result(timeout=60)
         eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60)
         pids = set(eng.worker_pids())
     text = path.read_text()
@@ -57,7 +58,7 @@ def test_quiet_by_default(tone, capfd, monkeypatch):
     with soma_shm.Engine(spares=False) as eng:
         eng.open(x, sample_rate=fs)
         with pytest.raises(soma_shm.WorkerCrashed):  # a warning-level event
-            eng._submit_test("snap", "exit", 3).result(timeout=60)
+            wt.submit(eng, "snap", "exit", code=3).result(timeout=60)
         eng.submit_viewport(1.0, 2.0, 100, 5_000, 64, 32).result(timeout=60).release()
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""

@@ -1,16 +1,19 @@
-"""Inter-process machinery: shared audio blocks, output slot rings, the worker loop.
+"""Inter-process machinery: shared blocks, the pipe protocol, the supervisor, the worker loop.
 
-- ``shm``      : POSIX segments with one owner (create/reserve/unlink) that workers map without a
-                 resource tracker; per-run name prefixes and the start-up sweep of orphans.
-- ``blocks``   : the audio block (header + float32 mono samples) and the per-role slot rings
-                 (header with state/generation/request id per slot + fixed-capacity payload);
-                 the small descriptors that cross the pipes.
-- ``worker``   : the worker process main loop (warm once, attach read-only, compute into the
-                 leased slot, answer with a descriptor); test operations for the crash matrix.
-- ``_preload`` : what the forkserver imports and warms before it forks any worker.
-- ``_log``     : lifecycle logging for the engine and the workers (quiet unless asked).
+- ``shm``        : POSIX segments with one owner (create/reserve/unlink) that workers map without
+                   a resource tracker; per-run name prefixes and the start-up sweep of orphans.
+- ``blocks``     : the audio block, the pyramid block and the per-role slot rings (header with
+                   state/generation/request id per slot + fixed-capacity payload); the small
+                   descriptors that cross the pipes.
+- ``protocol``   : the messages (frozen dataclasses) and the table of roles, ``ROLES``: adding a
+                   role is one entry there plus its task function (see its docstring).
+- ``supervisor`` : the one thread that owns workers, queues, slots and deadlines.
+- ``launch``     : starting workers that never import the caller's ``__main__``; process state.
+- ``worker``     : the worker process main loop and the ``Job`` a task function receives.
+- ``tasks``      : the task functions of the roles (viewport, snap) and the kernels' warm-up.
+- ``_preload``   : what the forkserver imports and warms before it forks any worker.
+- ``_log``       : lifecycle logging for the engine and the workers (quiet unless asked).
 
-The supervisor that starts, feeds, cancels and replaces workers lives in
-:class:`soma_shm.engine.Engine`. Only the main process creates and unlinks segments; workers
-attach and only close.
+Only the main process creates and unlinks segments; workers attach and only close. The design
+(protocol, lock order, message types) is written down in ``docs/design.md``.
 """

@@ -9,7 +9,7 @@ from .worker import use_fork_safe_threads
 
 use_fork_safe_threads()
 
-from .. import render  # noqa: E402
+from . import tasks  # noqa: E402
 from . import worker  # noqa: E402,F401
 
-render.warm_up()
+tasks.warm_up()

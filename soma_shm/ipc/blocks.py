@@ -46,6 +46,7 @@ __all__ = [
     "WRITTEN",
     "KIND_IMAGE",
     "KIND_POINTS",
+    "KIND_SAMPLES",
 ]
 
 _MAGIC = b"SOMAAUD1"
@@ -53,7 +54,7 @@ _VERSION = 1
 HEADER = 64
 
 FREE, LEASED, WRITTEN = 0, 1, 2
-KIND_IMAGE, KIND_POINTS = 1, 2
+KIND_IMAGE, KIND_POINTS, KIND_SAMPLES = 1, 2, 3
 # header fields (int64 indices)
 _STATE, _GEN, _REQ, _KIND, _H, _W, _COUNT, _FLAGS = range(8)
 FLAG_MAGNITUDE = 1
@@ -292,6 +293,13 @@ class SlotRing:
     def points_view(self, slot: int) -> np.ndarray:
         h = self.header(slot)
         return self.payload(slot, np.float64, (int(h[_COUNT]), 3))
+
+    def samples_view(self, slot: int) -> np.ndarray:
+        h = self.header(slot)
+        return self.payload(slot, np.float32, (int(h[_COUNT]),))
+
+    def kind(self, slot: int) -> int:
+        return int(self.header(slot)[_KIND])
 
     # -- worker side ------------------------------------------------------------------------
     def owned(self, slot: int, request_id: int, generation: int) -> bool:

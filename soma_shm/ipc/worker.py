@@ -1,30 +1,26 @@
 """The worker process: imports and warms the kernels once, then serves requests until stopped.
 
-A worker maps the audio block read-only and its role's slot ring read-write, computes into the
-leased slot and answers with a few hundred bytes (request id, slot, generation, timings). It
-installs no Python signal handlers (they could not run inside nopython code and would delay
-``terminate()``), asks the kernel to kill it when its parent dies, and exits when its pipe
-closes.
-
-Messages are pickled tuples sent with ``send_bytes`` (so the engine can count every byte):
-
-- to the worker: ``(op, request_id, ...)`` with op ``viewport``, ``snap``, ``stop`` and the
-  test operations ``sleep``, ``raise``, ``exit``, ``kill``, ``pattern``;
-- from the worker: ``("ready", pid, preloaded, warm_s)``, ``("done", request_id, slot,
-  generation, meta)`` or ``("error", request_id, kind, message, traceback)``.
+A worker maps the audio block read-only and its role's slot ring read-write, runs the task a
+:class:`~soma_shm.ipc.protocol.Compute` names into the leased slot and answers with a few hundred
+bytes (:mod:`soma_shm.ipc.protocol`). It installs no Python signal handlers (they could not run
+inside nopython code and would delay ``terminate()``), asks the kernel to kill it when its parent
+dies, and exits when its pipe closes. It never imports the caller's ``__main__`` (see
+:mod:`soma_shm.ipc.launch`): it needs only soma_shm.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-import pickle
 import signal
 import sys
 import time
-import traceback
 
 from . import _log
+from .protocol import Compute, Done, Ready, Started, Stop, decode, encode, failure
+
+__all__ = ["Job", "worker_main", "use_fork_safe_threads"]
 
 # Set when this module is first imported: in the forkserver (preloaded) or in the worker itself.
 _LOADED_IN_PID = os.getpid()
@@ -58,17 +54,15 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-class _State:
-    """Mapped blocks of this worker, re-mapped when the engine sends new descriptors."""
+class _Mapped:
+    """Blocks this worker has mapped, re-mapped when a request names other ones."""
 
     def __init__(self) -> None:
-        self.audio_block = None
-        self.audio = None
+        self.audio_block = self.audio = None
+        self.pyramid_block = self.pyramid = None
         self.ring = None
-        self.pyramid_block = None
-        self.pyramid = None
 
-    def attach_audio(self, desc):
+    def audio_for(self, desc):
         from .blocks import AudioBlock
 
         if self.audio_block is None or self.audio_block.segment.name != desc.name:
@@ -79,7 +73,7 @@ class _State:
             self.audio = self.audio_block.samples()
         return self.audio
 
-    def attach_pyramid(self, desc):
+    def pyramid_for(self, desc):
         from .blocks import PyramidBlock
 
         if self.pyramid_block is None or self.pyramid_block.segment.name != desc.name:
@@ -90,7 +84,7 @@ class _State:
             self.pyramid_block, self.pyramid = PyramidBlock.attach(desc)
         return self.pyramid
 
-    def attach_ring(self, desc):
+    def ring_for(self, desc):
         from .blocks import SlotRing
 
         if self.ring is None or self.ring.segment.name != desc.name:
@@ -107,71 +101,80 @@ class _State:
         self.audio_block = self.pyramid_block = self.ring = None
 
 
-def _viewport(state: _State, request_id: int, audio_desc, ring_desc, slot: int, gen: int, p: dict) -> dict:
-    from .. import render
-    from .blocks import FLAG_MAGNITUDE, KIND_IMAGE
+class Job:
+    """One request as a task function sees it: its parameters, the audio, its output slot.
 
-    audio = state.attach_audio(audio_desc)
-    ring = state.attach_ring(ring_desc)
-    if not ring.owned(slot, request_id, gen):
-        raise RuntimeError(f"slot {slot} is no longer leased to request {request_id}")
-    h, w = p["height"], p["width"]
-    image, mag = ring.image_buffers(slot, h, w)
-    t = time.perf_counter()
-    if p.get("pyramid") is not None:
-        pyramid = state.attach_pyramid(p["pyramid"])
-        pyramid.image(p["t0"], p["t1"], p["fmin"], p["fmax"], w, h, p["settings"], out=mag)
-    else:
-        fn = render.cwt_image if p["method"] == "cwt" else render.stft_image
-        fn(audio, audio_desc.sample_rate, p["t0"], p["t1"], p["fmin"], p["fmax"], w, h, p["settings"], out=mag,
-           check_finite=False)
-    t_kernel = time.perf_counter() - t
-    render.tone_map(mag, p["amp_reference"], p["settings"], out=image)
-    t_total = time.perf_counter() - t
-    del image, mag
-    ring.publish(slot, KIND_IMAGE, h, w, flags=FLAG_MAGNITUDE)
-    return {"kernel_s": t_kernel, "compute_s": t_total}
+    The ``*_out`` methods check that the slot is still leased to this request (a request the
+    engine gave up on must not write) and return writable views; ``publish_*`` records the
+    result's shape and marks the slot written, after the payload is complete.
+    """
+
+    def __init__(self, msg: Compute, mapped: _Mapped):
+        self.request_id = msg.request_id
+        self.params = msg.params
+        self.slot = msg.slot
+        self.generation = msg.generation
+        self._msg = msg
+        self._mapped = mapped
+        self.published = False
+
+    def audio(self):
+        """``(samples, sample_rate)`` of the open file (read-only float32 view)."""
+        desc = self._msg.audio
+        return self._mapped.audio_for(desc), desc.sample_rate
+
+    def pyramid(self, desc):
+        return self._mapped.pyramid_for(desc)
+
+    @property
+    def ring(self):
+        ring = self._mapped.ring_for(self._msg.ring)
+        if not ring.owned(self.slot, self.request_id, self.generation):
+            raise RuntimeError(f"slot {self.slot} is no longer leased to request {self.request_id}")
+        return ring
+
+    @property
+    def capacity(self) -> int:
+        return self._msg.ring.capacity
+
+    def image_out(self, height: int, width: int):
+        """``(image uint8, magnitude float32)`` buffers of shape ``(height, width)`` in the slot."""
+        return self.ring.image_buffers(self.slot, height, width)
+
+    def points_out(self, count: int):
+        return self.ring.payload(self.slot, "float64", (count, 3), writable=True)
+
+    def samples_out(self, count: int):
+        return self.ring.payload(self.slot, "float32", (count,), writable=True)
+
+    def publish_image(self, height: int, width: int) -> None:
+        from .blocks import FLAG_MAGNITUDE, KIND_IMAGE
+
+        self.ring.publish(self.slot, KIND_IMAGE, height, width, flags=FLAG_MAGNITUDE)
+        self.published = True
+
+    def publish_points(self, count: int) -> None:
+        from .blocks import KIND_POINTS
+
+        self.ring.publish(self.slot, KIND_POINTS, count=count)
+        self.published = True
+
+    def publish_samples(self, count: int) -> None:
+        from .blocks import KIND_SAMPLES
+
+        self.ring.publish(self.slot, KIND_SAMPLES, count=count)
+        self.published = True
 
 
-def _snap(state: _State, request_id: int, audio_desc, ring_desc, slot: int, gen: int, p: dict) -> dict:
-    from ..snap import snap_trace
-    from .blocks import KIND_POINTS
-
-    audio = state.attach_audio(audio_desc)
-    ring = state.attach_ring(ring_desc)
-    if not ring.owned(slot, request_id, gen):
-        raise RuntimeError(f"slot {slot} is no longer leased to request {request_id}")
-    t = time.perf_counter()
-    points = snap_trace(audio, audio_desc.sample_rate, p["trace"], p["settings"], check_finite=False)
-    t_kernel = time.perf_counter() - t
-    cap = ring.capacity // 24
-    if len(points) > cap:
-        raise ValueError(
-            f"the partial has {len(points)} points but a snap slot holds {cap}; snap a shorter trace "
-            "or raise EngineOptions.max_snap_points"
-        )
-    view = ring.payload(slot, "float64", (len(points), 3), writable=True)
-    view[:] = points
-    del view
-    ring.publish(slot, KIND_POINTS, count=len(points))
-    return {"kernel_s": t_kernel, "compute_s": t_kernel}
+_TASKS: dict = {}
 
 
-def _pattern(state: _State, request_id: int, ring_desc, slot: int, gen: int, h: int, w: int, value: int, row_delay: float) -> dict:
-    """Test operation: fill the image slot row by row (slowly), so a kill can land mid-write."""
-    from .blocks import KIND_IMAGE
-
-    ring = state.attach_ring(ring_desc)
-    if not ring.owned(slot, request_id, gen):
-        raise RuntimeError(f"slot {slot} is no longer leased to request {request_id}")
-    image, _ = ring.image_buffers(slot, h, w)
-    for r in range(h):
-        image[r, :] = value
-        if row_delay:
-            time.sleep(row_delay)
-    del image
-    ring.publish(slot, KIND_IMAGE, h, w)
-    return {}
+def _task(path: str):
+    fn = _TASKS.get(path)
+    if fn is None:
+        module, _, name = path.partition(":")
+        fn = _TASKS[path] = getattr(importlib.import_module(module), name)
+    return fn
 
 
 def worker_main(conn, role: str, log_level: int | None, log_file: str | None, threads: int | None) -> None:
@@ -185,56 +188,43 @@ def worker_main(conn, role: str, log_level: int | None, log_file: str | None, th
     if not preloaded:
         # Forked from the warmed forkserver, every kernel is already loaded (warming again
         # would only cost CPU while the request that replaced a terminated worker computes).
-        from .. import render
+        from . import tasks
 
-        render.warm_up()
+        tasks.warm_up()
     if threads:
         import numba
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     warm_s = time.perf_counter() - t
-    state = _State()
-    send = lambda msg: conn.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: E731
-    send(("ready", pid, preloaded, warm_s))
+    mapped = _Mapped()
+
+    def send(msg) -> None:
+        conn.send_bytes(encode(msg))
+
+    send(Ready(pid, preloaded, warm_s))
     log.debug("worker ready role=%s pid=%d preloaded=%s warm=%.3fs", role, pid, preloaded, warm_s)
     try:
         while True:
             try:
-                msg = pickle.loads(conn.recv_bytes())
+                msg = decode(conn.recv_bytes())
             except (EOFError, OSError):
                 break  # the engine is gone
-            op = msg[0]
-            if op == "stop":
+            if isinstance(msg, Stop):
                 break
-            rid = msg[1]
-            log.debug("worker start role=%s pid=%d request=%d op=%s", role, pid, rid, op)
+            rid = msg.request_id
+            send(Started(rid))
+            log.debug("worker start role=%s pid=%d request=%d op=%s", role, pid, rid, msg.task.rpartition(":")[2])
+            job = Job(msg, mapped)
             try:
-                if op == "viewport":
-                    meta = _viewport(state, *msg[1:])
-                    reply = ("done", rid, msg[4], msg[5], meta)
-                elif op == "snap":
-                    meta = _snap(state, *msg[1:])
-                    reply = ("done", rid, msg[4], msg[5], meta)
-                elif op == "pattern":
-                    meta = _pattern(state, *msg[1:])
-                    reply = ("done", rid, msg[3], msg[4], meta)
-                elif op == "sleep":
-                    time.sleep(msg[2])
-                    reply = ("done", rid, -1, 0, {})
-                elif op == "raise":
-                    raise RuntimeError(f"requested failure in {role} worker")
-                elif op == "exit":
-                    os._exit(msg[2])
-                elif op == "kill":
-                    os.kill(pid, signal.SIGKILL)
-                else:
-                    raise ValueError(f"unknown operation {op!r}")
+                meta = _task(msg.task)(job) or {}
+                reply = Done(rid, msg.slot if job.published else -1, msg.generation, meta)
             except Exception as exc:
-                reply = ("error", rid, type(exc).__name__, str(exc), traceback.format_exc())
+                reply = failure(rid, exc)
+            del job
             send(reply)
-            log.debug("worker done role=%s pid=%d request=%d %s", role, pid, rid, reply[0])
+            log.debug("worker done role=%s pid=%d request=%d %s", role, pid, rid, type(reply).__name__.lower())
     finally:
-        state.close()
+        mapped.close()
         try:
             conn.close()
         except OSError:  # pragma: no cover

@@ -1,0 +1,111 @@
+"""Opening a file (or an array) into shared blocks: decode, 0 dB level, pyramid.
+
+Used by :meth:`soma_shm.Engine.open`. Everything is made before the engine swaps files, and
+everything made is closed and unlinked if any step fails, so the open file stays intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _validate
+from .errors import ParameterError
+
+log = logging.getLogger("soma_shm.engine")
+
+
+@dataclass
+class Opened:
+    """A file in shared memory, ready to replace the open one."""
+
+    path: str | None
+    frames: int
+    sample_rate: float
+    channels: int
+    audio_block: Any
+    samples: np.ndarray
+    reference: float
+    pyramid_block: Any = None
+    pyramid: Any = None
+    pyramid_build_s: float = 0.0
+
+    def discard(self) -> None:
+        """Close and unlink the blocks (the views first)."""
+        self.samples = self.pyramid = None
+        for block in (self.pyramid_block, self.audio_block):
+            if block is not None:
+                block.close()
+                block.unlink()
+        self.audio_block = self.pyramid_block = None
+
+
+def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, generation: int,
+         progress: Callable[[str, float], None] | None) -> Opened:
+    from .ipc.blocks import AudioBlock
+
+    if isinstance(source, (str, os.PathLike)):
+        from .audio import audio_info, decode_into
+
+        finfo = audio_info(source)
+        path, frames, fs, channels = str(source), finfo.frames, finfo.sample_rate, finfo.channels
+        if sample_rate is not None and float(sample_rate) != fs:
+            raise ParameterError(
+                f"sample_rate={sample_rate!r} contradicts the file's own rate ({fs:g} Hz); omit it for files"
+            )
+        block = AudioBlock.create(frames, fs, generation)
+        try:
+            samples = block.samples()
+            decode_into(source, samples, None if progress is None else (lambda f: progress("decode", f)))
+        except BaseException:
+            samples = None
+            block.unlink()
+            block.close()
+            raise
+    else:
+        if sample_rate is None:
+            raise ParameterError("sample_rate is required when opening an array (e.g. sample_rate=48000)")
+        fs = _validate.sample_rate(sample_rate)
+        arr = np.asarray(source)
+        channels = arr.shape[1] if arr.ndim == 2 else 1
+        data = _validate.audio_array(arr)
+        path, frames = None, int(data.shape[0])
+        block = AudioBlock.create(frames, fs, generation)
+        samples = block.samples()
+        samples[:] = data
+        if progress is not None:
+            progress("decode", 1.0)
+    opened = Opened(path, frames, fs, channels, block, samples, 1.0)
+    try:
+        from . import render
+
+        # The new file's 0 dB level is known before it replaces the old one, so no request ever
+        # sees a file without it.
+        opened.reference = render.reference_level(samples, fs, settings)
+        if with_pyramid:
+            _build_pyramid(opened, settings, generation, progress)
+    except BaseException:
+        opened.discard()
+        raise
+    return opened
+
+
+def _build_pyramid(opened: Opened, settings, generation: int, progress) -> None:
+    """Build the file's pyramid into a new shared block (this process, all threads)."""
+    from .ipc.blocks import PyramidBlock
+    from .pyramid import PyramidLayout, build_pyramid
+
+    fs, samples = opened.sample_rate, opened.samples
+    layout = PyramidLayout.for_recording(samples.shape[0], fs, settings.stft_nfft(fs), settings.stft_hop(fs))
+    opened.pyramid_block = PyramidBlock.create(layout, generation)
+    t = time.perf_counter()
+    opened.pyramid = build_pyramid(samples, fs, settings, opened.reference, out=opened.pyramid_block.levels_buffer(),
+                                   progress=None if progress is None else (lambda f: progress("pyramid", f)))
+    opened.pyramid_block.mark_complete(opened.pyramid.top, opened.pyramid.scale)
+    opened.pyramid_build_s = time.perf_counter() - t
+    log.info("pyramid built bytes=%d levels=%d in %.3f s", layout.nbytes, len(layout.blocks), opened.pyramid_build_s)

@@ -1,0 +1,89 @@
+"""The task functions workers run, one per role of :data:`soma_shm.ipc.protocol.ROLES`.
+
+Each takes a :class:`soma_shm.ipc.worker.Job`, computes into the job's output slot, publishes it
+and returns timings (``kernel_s``, ``compute_s``). Parameters were validated in the caller's
+process, so tasks skip the finite-sample checks.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["viewport", "snap", "warm_up"]
+
+
+def viewport(job) -> dict:
+    """A viewport image (CWT, STFT, or cut from the file's pyramid) and its magnitude."""
+    from .. import render
+
+    p = job.params
+    audio, fs = job.audio()
+    h, w = p["height"], p["width"]
+    image, mag = job.image_out(h, w)
+    t = time.perf_counter()
+    if p.get("pyramid") is not None:
+        job.pyramid(p["pyramid"]).image(p["t0"], p["t1"], p["fmin"], p["fmax"], w, h, p["settings"], out=mag)
+    else:
+        fn = render.cwt_image if p["method"] == "cwt" else render.stft_image
+        fn(audio, fs, p["t0"], p["t1"], p["fmin"], p["fmax"], w, h, p["settings"], out=mag, check_finite=False)
+    t_kernel = time.perf_counter() - t
+    render.tone_map(mag, p["amp_reference"], p["settings"], out=image)
+    t_total = time.perf_counter() - t
+    del image, mag
+    job.publish_image(h, w)
+    return {"kernel_s": t_kernel, "compute_s": t_total}
+
+
+def snap(job) -> dict:
+    """A traced partial snapped to the CWT ridge."""
+    from ..snap import snap_trace
+
+    p = job.params
+    audio, fs = job.audio()
+    t = time.perf_counter()
+    points = snap_trace(audio, fs, p["trace"], p["settings"], check_finite=False)
+    t_kernel = time.perf_counter() - t
+    cap = job.capacity // 24
+    if len(points) > cap:
+        from ..errors import ParameterError
+
+        raise ParameterError(
+            f"the partial has {len(points)} points but a snap slot holds {cap}; snap a shorter trace "
+            "or raise EngineOptions.max_snap_points"
+        )
+    view = job.points_out(len(points))
+    view[:] = points
+    del view
+    job.publish_points(len(points))
+    return {"kernel_s": t_kernel, "compute_s": t_kernel}
+
+
+def warm_up() -> None:
+    """Load (or compile, the first time) every kernel a worker runs, on tiny inputs.
+
+    Called once per worker (or once in the forkserver, before it forks any). Both writable audio
+    and read-only audio (a worker's view of the shared block) are used: numba specialises on the
+    difference.
+    """
+    from ..pyramid import Pyramid, build_pyramid
+    from ..render import cwt_image, stft_image, tone_map
+    from ..snap import snap_trace
+
+    fs = 8000.0
+    x = np.sin(2 * np.pi * 440 * np.arange(4000) / fs).astype(np.float32)
+    ro = x.copy()
+    ro.flags.writeable = False
+    for audio in (x, ro):
+        img = cwt_image(audio, fs, 0.1, 0.4, 100, 2000, 8, 4)
+        stft_image(audio, fs, 0.0, 0.5, 100, 2000, 8, 4)
+        snap_trace(audio, fs, [(0.1, 430.0), (0.3, 450.0)])
+    tone_map(img, 1.0)
+    # The pyramid: built from writable audio (the owner's block), views from a read-only copy
+    # of its bytes (a worker's mapping) as well as from the owner's.
+    pyr = build_pyramid(x, fs, reference=1.0)
+    levels = pyr.buffer.copy()
+    levels.flags.writeable = False
+    for p in (pyr, Pyramid(pyr.layout, levels, pyr.top, pyr.scale)):
+        p.image(0.0, 0.5, 100, 2000, 8, 4)

@@ -1,0 +1,53 @@
+"""Test-only worker tasks (the crash matrix): run in a real worker through ``Engine._submit``.
+
+``submit(engine, role, name, *args)`` sends task ``tests.worker_tasks:<name>`` to a worker of
+``role``; workers import this module by name (they share the test run's ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from soma_shm.results import ViewportResult
+
+
+def sleep(job) -> dict:
+    time.sleep(job.params["seconds"])
+    return {"slept_s": job.params["seconds"]}
+
+
+def fail(job) -> dict:
+    raise RuntimeError(f"requested failure in request {job.request_id}")
+
+
+def exit(job) -> dict:  # noqa: A001 - the task's name
+    os._exit(job.params["code"])
+
+
+def kill(job) -> dict:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+def pattern(job) -> dict:
+    """Fill the image slot row by row (slowly), so a kill can land mid-write."""
+    p = job.params
+    image, _ = job.image_out(p["height"], p["width"])
+    for r in range(p["height"]):
+        image[r, :] = p["value"]
+        if p["row_delay"]:
+            time.sleep(p["row_delay"])
+    del image
+    job.publish_image(p["height"], p["width"])
+    return {}
+
+
+def _build(rid, payload, timings):
+    return timings if payload is None else ViewportResult(rid, payload, {"method": "pattern"}, timings)
+
+
+def submit(engine, role: str, name: str, **params):
+    """Submit test task ``name`` with ``params`` to ``role``; returns the handle."""
+    return engine._submit(role, params, _build, task=f"tests.worker_tasks:{name}")
