@@ -21,6 +21,7 @@ __all__ = [
     "WorkerError",
     "WorkerCrashed",
     "WorkerTimeout",
+    "ProjectAudioMissing",
 ]
 
 
@@ -72,3 +73,8 @@ class WorkerCrashed(SomaError, RuntimeError):
 
 class WorkerTimeout(SomaError, TimeoutError):
     """The request exceeded its timeout; the worker was terminated and will be respawned."""
+
+
+class ProjectAudioMissing(ParameterError):
+    """A project's audio is neither where it was saved nor anywhere it was looked for (matched
+    by MD5); the message names the places; choose the folder that holds it."""

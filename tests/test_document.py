@@ -79,16 +79,21 @@ def test_save_load_round_trip_in_the_soma_layout(tmp_path):
     settings = AnalysisSettings(wavelet_bandwidth=6.0, bins_per_octave=48, min_db=-70.0, gamma=0.8)
     doc = SomaDocument(settings=settings)
     doc.set_source(str(audio))
+    doc.set_recording(48_000, 2.5, amp_reference=1.0)
     a = doc.add_partial(pts(440, n=7), color="#123456")
     doc.add_partial(pts(660, n=3))
     doc.update_partial(a.id, is_muted=True)
     path = doc.save(tmp_path / "proj.soma")
     data = json.loads((tmp_path / "proj.soma").read_text())
     assert set(data) == {"meta", "source", "analysis_settings", "data"}
-    assert data["meta"]["format"] == "soma" and data["meta"]["version"] == 1
-    assert data["source"] == {"path": str(audio.resolve()), "md5": file_md5(audio)}
-    assert data["analysis_settings"]["spectrogram"]["wavelet"] == "cmor6-1.5"
+    assert data["meta"]["format_version"] == "1.0.0" and data["meta"]["app_name"] == "soma_shm"
+    src = data["source"]
+    assert src["file_path"] == "take.wav" and src["md5_hash"] == file_md5(audio)  # relative to the project
+    assert src["sample_rate"] == 48_000 and src["duration_sec"] == 2.5
+    assert data["analysis_settings"]["snap"]["wavelet_bandwidth"] == 6.0
+    assert data["analysis_settings"]["snap"]["wavelet_center_freq"] == 1.5
     assert data["analysis_settings"]["snap"]["bins_per_octave"] == 48
+    assert data["analysis_settings"]["spectrogram"]["min_db"] == -70.0
     first = data["data"]["partials"][0]
     assert set(first) == {"id", "is_muted", "color", "points"}
     assert first["is_muted"] is True and first["color"] == "#123456" and len(first["points"]) == 7
@@ -98,17 +103,18 @@ def test_save_load_round_trip_in_the_soma_layout(tmp_path):
     assert back.source_path == str(audio.resolve()) and back.source_matches() is True
     assert [(p.id, p.is_muted, p.color) for p in back.partials] == [(p.id, p.is_muted, p.color) for p in doc.partials]
     for p, q in zip(back.partials, doc.partials):
-        np.testing.assert_array_equal(p.points, q.points)
+        np.testing.assert_allclose(p.points, q.points, rtol=1e-12)
     assert not back.can_undo and not back.dirty
     assert back.add_partial(pts()).id == "p3"  # new ids continue after the loaded ones
     audio.write_bytes(b"changed")
     assert back.source_matches() is False
 
 
-def test_loads_a_project_written_by_the_soma_app(tmp_path):
-    """A SOMA project: wavelet given by name, extra keys we do not use, no meta/color fields."""
+def test_loads_a_project_of_an_earlier_soma_shm(tmp_path):
+    """The layout soma_shm wrote before: wavelet given by name, source.path/md5, calibrated
+    amplitudes, extra keys we do not use."""
     project = {
-        "meta": {"version": "1.1", "created": "2025-03-01T10:00:00"},
+        "meta": {"format": "soma", "version": 1, "created": "2025-03-01T10:00:00"},
         "source": {"path": "/data/rain.wav", "md5": "abc"},
         "analysis_settings": {
             "spectrogram": {"wavelet": "cmor10.0-2.0", "min_db": -90, "colormap": "magma"},
@@ -124,11 +130,15 @@ def test_loads_a_project_written_by_the_soma_app(tmp_path):
     assert doc.settings.wavelet_bandwidth == 10.0 and doc.settings.wavelet_center == 2.0
     assert doc.settings.min_db == -90.0 and doc.settings.bins_per_octave == 120
     assert [p.id for p in doc.partials] == ["a", "b"] and doc.partials[1].is_muted
-    # Unknown keys survive a save.
+    assert doc.source_path == "/data/rain.wav" and doc.source_md5 == "abc"
+    np.testing.assert_array_equal(doc.partials[0].points[:, 2], [0.2, 0.3])  # already calibrated
+    # Unknown keys survive a save, which is in SOMA's layout now.
     doc.save(tmp_path / "again.soma")
     again = json.loads((tmp_path / "again.soma").read_text())
     assert again["analysis_settings"]["spectrogram"]["colormap"] == "magma"
     assert again["analysis_settings"]["snap"]["smoothing"] == 0.2
+    assert again["source"]["file_path"] == "/data/rain.wav" and again["source"]["md5_hash"] == "abc"
+    assert again["data"]["partials"][1]["color"] == "#aabbcc"  # SOMA reads six hex digits
 
 
 @pytest.mark.parametrize(

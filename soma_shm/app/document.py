@@ -1,23 +1,10 @@
 """The app's document: source audio, analysis settings, partials and the edit history.
 
 A :class:`SomaDocument` is plain data kept by the backend (the page only ever shows it): the
-source file (path and MD5), the :class:`~soma_shm.AnalysisSettings`, the partials and an
-undo/redo history of partial edits. It saves and loads ``.soma`` projects in the SOMA app's JSON
-layout and exports partials as CSV or JSON.
-
-``.soma`` layout (version 1)::
-
-    {
-      "meta": {"format": "soma", "version": 1, "app": "soma_shm 0.1.0", "created": ..., "modified": ...},
-      "source": {"path": "/abs/take1.wav", "md5": "..."},
-      "analysis_settings": {
-        "spectrogram": {"wavelet_bandwidth": 8.0, "wavelet_center": 1.5, "min_db": -80.0,
-                        "max_db": 0.0, "gamma": 1.0, "stft_window_ms": 42.67, "stft_hop_fraction": 0.5},
-        "snap": {"bins_per_octave": 96, "time_resolution_ms": 10.0, "freq_window_octaves": 0.5}
-      },
-      "data": {"partials": [{"id": "p1", "is_muted": false, "color": "#4fc3f7",
-                             "points": [[t, f, a], ...]}]}
-    }
+source file (path, MD5, sample rate, duration), the :class:`~soma_shm.AnalysisSettings`, the
+partials and an undo/redo history of partial edits. It saves and loads ``.soma`` projects in the
+SOMA app's layout (the format, the amplitude convention and atomic writing live in
+``persistence.py``) and exports partials as CSV or JSON.
 
 Loading is tolerant where SOMA projects may differ (missing settings take the defaults, a
 ``wavelet`` name such as ``"cmor8.0-1.5"`` is understood, unknown setting keys are kept aside and
@@ -49,11 +36,8 @@ import numpy as np
 from ..errors import ParameterError
 from ..settings import AnalysisSettings
 
-__all__ = ["Partial", "Edit", "SomaDocument", "SPECTROGRAM_KEYS", "SNAP_KEYS", "PALETTE", "file_md5"]
+__all__ = ["Partial", "Edit", "SomaDocument", "PALETTE", "file_md5"]
 
-FORMAT_VERSION = 1
-SPECTROGRAM_KEYS = ("wavelet_bandwidth", "wavelet_center", "min_db", "max_db", "gamma", "stft_window_ms", "stft_hop_fraction")
-SNAP_KEYS = ("bins_per_octave", "time_resolution_ms", "freq_window_octaves")
 PALETTE = ("#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176", "#4db6ac", "#f06292")
 HISTORY_LIMIT = 500
 
@@ -177,6 +161,11 @@ class SomaDocument:
     source_md5: str | None = None
     project_path: str | None = None
     extra_settings: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # top-level .soma sections kept from the file read
+    source_sample_rate: float | None = None
+    source_duration: float | None = None
+    source_size: int | None = None
+    amp_reference: float | None = None  # the recording's 0 dB level (persistence.py: amplitudes)
     created: float = field(default_factory=time.time)
     dirty: bool = False
     _undo: list = field(default_factory=list, repr=False)
@@ -196,6 +185,27 @@ class SomaDocument:
             return
         self.source_path = str(Path(path).resolve())
         self.source_md5 = md5 if md5 is not None else file_md5(self.source_path)
+        try:
+            self.source_size = os.path.getsize(self.source_path)
+        except OSError:
+            self.source_size = None
+
+    def set_recording(self, sample_rate: float, duration: float, amp_reference: float | None) -> None:
+        """What the open recording is: rate, length, and its 0 dB level (for the amplitudes' scale)."""
+        self.source_sample_rate = float(sample_rate)
+        self.source_duration = float(duration)
+        self.amp_reference = float(amp_reference) if amp_reference else None
+
+    def scale_amplitudes(self, factor: float) -> None:
+        """Multiply every amplitude by ``factor`` (not an edit: used once when a project whose
+        amplitudes are normalised meets its recording's level)."""
+        out = []
+        for p in self.partials:
+            pts = p.points.copy()
+            pts[:, 2] *= factor
+            pts.flags.writeable = False
+            out.append(replace(p, points=pts))
+        self.partials = tuple(out)
 
     def set_settings(self, settings: AnalysisSettings) -> None:
         if not isinstance(settings, AnalysisSettings):
@@ -521,100 +531,33 @@ class SomaDocument:
 
     # ------------------------------------------------------------------------- save / load
     def to_dict(self) -> dict[str, Any]:
-        """The ``.soma`` JSON structure."""
-        s = self.settings.to_dict()
-        spectrogram = {k: s[k] for k in SPECTROGRAM_KEYS}
-        spectrogram["wavelet"] = self.settings.wavelet
-        snap = {k: s[k] for k in SNAP_KEYS}
-        for section, values in self.extra_settings.items():
-            target = spectrogram if section == "spectrogram" else snap if section == "snap" else None
-            if target is not None:
-                for k, v in values.items():
-                    target.setdefault(k, v)
-        from .. import __version__
+        """The ``.soma`` JSON structure (SOMA's layout; see ``persistence.py``)."""
+        from .persistence import project_to_dict
 
-        return {
-            "meta": {
-                "format": "soma",
-                "version": FORMAT_VERSION,
-                "app": f"soma_shm {__version__}",
-                "created": _iso(self.created),
-                "modified": _iso(time.time()),
-            },
-            "source": {"path": self.source_path, "md5": self.source_md5},
-            "analysis_settings": {"spectrogram": spectrogram, "snap": snap},
-            "data": {"partials": [p.to_dict() for p in self.partials]},
-        }
+        return project_to_dict(self, self.project_path)
 
-    def save(self, path: str | os.PathLike) -> str:
-        """Write the project as ``.soma`` JSON (atomically: a temporary file then a rename)."""
-        p = Path(path)
-        if p.suffix.lower() != ".soma":
-            raise ParameterError(f"project path {str(p)!r} must end in .soma")
-        if not p.parent.is_dir():
-            raise ParameterError(f"folder {str(p.parent)!r} does not exist; choose an existing folder")
-        tmp = p.with_name(p.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1)
-        os.replace(tmp, p)
-        self.project_path = str(p.resolve())
+    def save(self, path: str | os.PathLike, overwrite: bool = True) -> str:
+        """Write the project as ``.soma`` JSON atomically; returns the absolute path written."""
+        from .persistence import write_project
+
+        saved = write_project(self, path, overwrite=overwrite)
+        self.project_path = saved
         self.dirty = False
-        return self.project_path
+        return saved
 
     @classmethod
     def from_dict(cls, data: Any, project_path: str | None = None) -> "SomaDocument":
         """Build a document from ``.soma`` JSON; raises ParameterError naming what is wrong."""
-        if not isinstance(data, dict):
-            raise ParameterError(f"a .soma project is a JSON object, got {type(data).__name__}")
-        for key in ("source", "data"):
-            if key in data and not isinstance(data[key], dict):
-                raise ParameterError(f".soma field {key!r} must be an object")
-        source = data.get("source") or {}
-        analysis = data.get("analysis_settings") or {}
-        if not isinstance(analysis, dict):
-            raise ParameterError(".soma field 'analysis_settings' must be an object")
-        settings, extra = _settings_from_sections(analysis)
-        doc = cls(settings=settings, source_path=source.get("path"), source_md5=source.get("md5"),
-                  project_path=project_path, extra_settings=extra)
-        created = (data.get("meta") or {}).get("created")
-        if isinstance(created, str):
-            try:
-                doc.created = time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
-            except ValueError:
-                pass
-        raw = (data.get("data") or {}).get("partials", [])
-        if not isinstance(raw, list):
-            raise ParameterError(".soma field 'data.partials' must be a list")
-        partials, seen = [], set()
-        for i, item in enumerate(raw):
-            if not isinstance(item, dict):
-                raise ParameterError(f"partial #{i} must be an object with id, is_muted, color, points")
-            pid = str(item.get("id", f"p{i + 1}"))
-            if pid in seen:
-                raise ParameterError(f"partial id {pid!r} appears twice; ids must be unique")
-            seen.add(pid)
-            muted = item.get("is_muted", False)
-            if not isinstance(muted, bool):
-                raise ParameterError(f"partial {pid}: is_muted={muted!r} must be true or false")
-            color = _color(item.get("color", PALETTE[i % len(PALETTE)]), f"partial {pid}")
-            partials.append(Partial(pid, _points(item.get("points"), f"partial {pid}"), color, muted))
-        doc.partials = tuple(partials)
-        nums = [int(p.id[1:]) for p in partials if p.id[:1] == "p" and p.id[1:].isdigit()]
-        doc._next_id = max(nums, default=0) + 1
-        return doc
+        from .persistence import project_from_dict
+
+        return project_from_dict(data, project_path).document
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SomaDocument":
         """Read a ``.soma`` project."""
-        p = Path(path)
-        if not p.is_file():
-            raise ParameterError(f"project file {str(p)!r} does not exist")
-        try:
-            with open(p, encoding="utf-8") as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ParameterError(f"{str(p)!r} is not a .soma project (invalid JSON: {exc})") from None
-        return cls.from_dict(data, project_path=str(p.resolve()))
+        from .persistence import read_project
+
+        return read_project(path).document
 
     def source_matches(self) -> bool | None:
         """Whether the source file on disk still has the saved MD5 (None if unknown/missing)."""
@@ -640,17 +583,18 @@ class SomaDocument:
         parts = [p.to_dict() for p in self.partials if include_muted or not p.is_muted]
         return json.dumps({"source": {"path": self.source_path, "md5": self.source_md5}, "partials": parts})
 
-    def export(self, path: str | os.PathLike, include_muted: bool = True) -> str:
-        """Write partials to ``path``; the format follows the suffix (``.csv`` or ``.json``)."""
-        p = Path(path)
+    def export(self, path: str | os.PathLike, include_muted: bool = True, overwrite: bool = True) -> str:
+        """Write partials to ``path`` atomically; the format follows the suffix (``.csv`` or ``.json``)."""
+        from .persistence import atomic_write
+
+        p = Path(path).expanduser()
         suffix = p.suffix.lower()
         if suffix not in (".csv", ".json"):
             raise ParameterError(f"export path {str(p)!r} must end in .csv or .json")
         if not p.parent.is_dir():
             raise ParameterError(f"folder {str(p.parent)!r} does not exist; choose an existing folder")
         text = self.export_csv(include_muted) if suffix == ".csv" else self.export_json(include_muted)
-        p.write_text(text, encoding="utf-8")
-        return str(p.resolve())
+        return atomic_write(p, text, overwrite=overwrite)
 
     # ------------------------------------------------------------------------------- views
     def points_block(self) -> np.ndarray:
@@ -672,34 +616,6 @@ class SomaDocument:
             "source": {"path": self.source_path, "md5": self.source_md5},
             "settings": self.settings.to_dict(),
         }
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ts))
-
-
-def _settings_from_sections(analysis: dict) -> tuple[AnalysisSettings, dict]:
-    values: dict[str, Any] = {}
-    extra: dict[str, dict] = {}
-    for section, keys in (("spectrogram", SPECTROGRAM_KEYS), ("snap", SNAP_KEYS)):
-        sec = analysis.get(section) or {}
-        if not isinstance(sec, dict):
-            raise ParameterError(f".soma field 'analysis_settings.{section}' must be an object")
-        for k, v in sec.items():
-            if k in keys:
-                values[k] = v
-            elif k == "wavelet" and section == "spectrogram":
-                w = AnalysisSettings.from_wavelet(v)
-                values.setdefault("wavelet_bandwidth", w.wavelet_bandwidth)
-                values.setdefault("wavelet_center", w.wavelet_center)
-            else:
-                extra.setdefault(section, {})[k] = v
-    try:
-        return AnalysisSettings(**values), extra
-    except TypeError as exc:  # pragma: no cover - keys are filtered above
-        raise ParameterError(f"bad analysis_settings: {exc}") from None
-    except ParameterError as exc:
-        raise ParameterError(f"analysis_settings in the project: {exc}") from None
 
 
 def _names(parts: Iterable[Partial]) -> str:
