@@ -11,6 +11,22 @@ import pytest
 from soma_shm.ipc.shm import list_segments
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_config_and_state(tmp_path_factory):
+    """The app keeps its recent list and recovery files under XDG folders: the test run (and the
+    servers it starts) use their own, never the user's."""
+    base = tmp_path_factory.mktemp("xdg")
+    saved = {k: os.environ.get(k) for k in ("XDG_CONFIG_HOME", "XDG_STATE_HOME")}
+    os.environ["XDG_CONFIG_HOME"] = str(base / "config")
+    os.environ["XDG_STATE_HOME"] = str(base / "state")
+    yield base
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 def worker_processes() -> list:
     """Live (non-zombie) descendants of this process, without the forkserver and the resource
     tracker themselves. Workers forked by the forkserver inherit its command line, so the

@@ -325,7 +325,7 @@ def test_save_load_and_export_through_the_api(app, opened, tmp_path):
     ids = [p["id"] for p in client.call("state")["document"]["partials"]]
     n = len(ids)
     data = json.loads((tmp_path / "p.soma").read_text())
-    assert len(data["data"]["partials"]) == n and data["source"]["path"].endswith("tones.wav")
+    assert len(data["data"]["partials"]) == n and data["source"]["file_path"].endswith("tones.wav")
     client.call("delete_partials", ids=ids)
     loaded = client.call("load_project", path=str(tmp_path / "p.soma"))
     assert loaded["opening"] is None and loaded["source_matches"] is True

@@ -45,6 +45,8 @@ import numpy as np
 from ..errors import EngineClosed, ParameterError, RequestCancelled, SomaError
 from ..settings import AnalysisSettings
 from .document import SomaDocument
+from .persistence import (Autosaver, RecentProjects, Recovery, bundle_audio, ensure_soma_suffix, locate_audio,
+                          read_project)
 
 __all__ = ["AppBackend", "EventBus", "API_METHODS", "error_payload"]
 
@@ -68,6 +70,10 @@ API_METHODS = (
     "set_settings",
     "save_project",
     "load_project",
+    "recent_projects",
+    "recovery_offers",
+    "restore_recovery",
+    "discard_recovery",
     "export",
     "status",
     "dialog",
@@ -188,7 +194,8 @@ class AppBackend:
         Initial analysis settings.
     """
 
-    def __init__(self, engine_options: dict | None = None, settings: AnalysisSettings | None = None) -> None:
+    def __init__(self, engine_options: dict | None = None, settings: AnalysisSettings | None = None,
+                 autosave: bool = True) -> None:
         from ..engine import Engine
 
         self.events = EventBus()
@@ -208,19 +215,35 @@ class AppBackend:
         self._points_blob: tuple | None = None  # ((document id, revision), blob id) of the last snapshot
         self._views = _ViewScheduler(self)
         self._last_error: dict | None = None  # the last failed open, for a page that connects later
-        self._pending_document: tuple[str, SomaDocument] | None = None
+        self._pending_document: tuple[str, Any, bool] | None = None  # (audio, ProjectFile, recovered)
         self._tmp = tempfile.mkdtemp(prefix="soma_shm_app_")
         self._closed = False
+        self.recent = RecentProjects()
+        self.recovery = Recovery(temporary=self._tmp)
+        self.autosaver: Autosaver | None = None
+        if autosave:
+            self.autosaver = Autosaver(self._unsaved_snapshot, self.recovery.write)
+            self.events.listen(self._autosave_poke)
         # Load the overview kernels now (numba's cache) so the first file opened shows sooner.
         self._warm_thread = threading.Thread(target=_warm_overview, name="soma-app-warm", daemon=True)
         self._warm_thread.start()
 
     # ------------------------------------------------------------------------ lifecycle
-    def close(self) -> None:
-        """Stop the engine (workers, shared memory) and remove uploaded files. Safe twice."""
+    def close(self, keep_recovery: bool = True) -> None:
+        """Stop the engine (workers, shared memory) and remove uploaded files. Safe twice.
+
+        Unsaved edits are written to the recovery file first (offered at the next start) unless
+        ``keep_recovery`` is False (the user chose to discard them).
+        """
         if self._closed:
             return
         self._closed = True
+        if self.autosaver is not None:
+            self.autosaver.stop()
+            if keep_recovery:
+                self.autosaver.flush()
+        if not keep_recovery or not self.document.dirty:
+            self.recovery.discard()
         for t in (self._load_thread, self._warm_thread):
             if t is not None and t.is_alive():
                 t.join(timeout=30)
@@ -262,6 +285,7 @@ class AppBackend:
                 "loading": self._loading is not None and self._loading.is_alive(),
                 "window": self.dialogs is not None,
                 "last_error": self._last_error,
+                "recovery_offers": len(self.recovery.offers()),
             }
 
     def status(self) -> dict:
@@ -304,10 +328,15 @@ class AppBackend:
         """Open the built-in demo recording (in memory)."""
         from ..demo_audio import demo_recording
 
-        if not isinstance(seconds, (int, float)) or not 1.0 <= seconds <= 600.0:
-            raise ParameterError(f"seconds={seconds!r} must be between 1 and 600")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 1.0 <= seconds <= 600.0:
+            raise ParameterError(f"seconds={seconds!r} must be a number of seconds between 1 and 600")
+        import soundfile as sf
+
         fs = 48_000
-        return self._start_loading(None, demo_recording(float(seconds), fs), fs)
+        # On disk (in the session's temporary folder) like an upload: a saved project copies it.
+        target = Path(tempfile.mkdtemp(dir=self._tmp)) / "demo recording.wav"
+        sf.write(target, demo_recording(float(seconds), fs), fs, subtype="FLOAT")
+        return self._start_loading(str(target), None, None)
 
     def save_upload(self, name: str, stream: Any, length: int, chunk: int = 1 << 20) -> str:
         """Keep an uploaded (dropped or picked) file for this session, streamed to disk in chunks;
@@ -357,20 +386,31 @@ class AppBackend:
                 last.update(time=now, stage=stage, fraction=fraction)
                 self.events.publish({"type": "progress", "stage": stage, "fraction": float(fraction)})
 
+        pending = self._pending_document if self._pending_document and self._pending_document[0] == path else None
+        prev_settings, prev_file = self.engine.settings, self._file
+        switched = False
         try:
+            # Everything that can fail on the new file alone comes before the engine switches.
             md5 = None
             if path is not None:
                 from .document import file_md5
 
-                info = self.engine.open(path, progress=progress)
                 md5 = file_md5(path)
+            if pending is not None:  # the project's settings shape the file's pyramid
+                self.engine.set_settings(pending[1].document.settings)
+            if path is not None:
+                info = self.engine.open(path, progress=progress)
             else:
                 info = self.engine.open(array, sample_rate=fs, progress=progress)
+            switched = True
             t_decode = time.perf_counter() - t_start
             overview = self._render_overview()
         except BaseException as exc:  # the previous file (if any) stays open and the document intact
+            self._restore_after_failed_open(switched, prev_settings, prev_file)
             with self._lock:
                 self._loading = None
+                if pending is not None and self._pending_document is pending:
+                    self._pending_document = None
             self._last_error = {"op": "open", "error": error_payload(exc)}
             self.events.publish({"type": "error", **self._last_error})
             if not isinstance(exc, Exception):
@@ -379,7 +419,7 @@ class AppBackend:
         with self._lock:
             self._file = {
                 "path": info.path,
-                "name": Path(info.path).name if info.path else "demo recording",
+                "name": Path(info.path).name if info.path else "recording",
                 "duration": info.duration,
                 "sample_rate": info.sample_rate,
                 "frames": info.frames,
@@ -388,21 +428,52 @@ class AppBackend:
                 "fmin": OVERVIEW_FMIN,
                 "fmax": overview["fmax"],
             }
-            pending = self._pending_document
-            if pending is not None and pending[0] == path:
-                self.document = pending[1]
-                self.document.set_settings(self.engine.settings)
-                self.document.dirty = False
+            if pending is not None and self._pending_document is pending:
+                project = pending[1]
+                doc = project.document
+                if project.amplitudes_need_reference:  # SOMA's 0-1 amplitudes meet their recording
+                    doc.scale_amplitudes(self.engine.amp_reference)
+                doc.set_recording(info.sample_rate, info.duration, self.engine.amp_reference)
+                if doc.source_md5 is None:
+                    doc.source_md5 = md5
+                self.document = doc
             else:
                 self.document = SomaDocument(settings=self.engine.settings)
                 self.document.set_source(path, md5)
+                self.document.set_recording(info.sample_rate, info.duration, self.engine.amp_reference)
             self._pending_document = None
             self._last_error = None
             self._loading = None  # a new open may start as soon as this one is announced
             self._last["overview"] = {**overview["timings"], "decode_s": t_decode}
             document = self._document_snapshot()
+        if pending is not None and self.document.project_path and not pending[2]:
+            self.recent.add(self.document.project_path)
         self.events.publish({"type": "opened", "file": self._file, "overview": overview, "document": document})
         self._publish_status()
+
+    def _restore_after_failed_open(self, switched: bool, settings: AnalysisSettings, prev_file: dict | None) -> None:
+        """After a failed open: the engine back on the previous settings, and on the previous file
+        when it had already switched (or on no file the app shows, if that cannot be reopened), so
+        the app and the engine never show different files."""
+        self.engine.set_settings(settings)
+        if not switched:
+            return
+        try:
+            if prev_file is None or not prev_file.get("path"):
+                raise ParameterError("no previous file to reopen")
+            info = self.engine.open(prev_file["path"])
+            overview = self._render_overview()
+        except Exception:
+            log.warning("could not reopen %s after a failed open", prev_file and prev_file.get("path"))
+            with self._lock:
+                self._file = None
+                self._overview = self._overview_mag = None
+            self.events.publish({"type": "closed", "document": self._document_snapshot()})
+            return
+        with self._lock:
+            self._file = {**prev_file, "generation": info.generation, "fmax": overview["fmax"]}
+        self.events.publish({"type": "opened", "file": self._file, "overview": overview,
+                             "document": self._document_snapshot()})
 
     def _render_overview(self) -> dict:
         """The whole-file STFT overview, cut from the file's pyramid (built, with real progress,
@@ -473,7 +544,15 @@ class AppBackend:
         def done(result: Any) -> None:
             self._on_snap(result, generation, ids.get("id"), _extend)
 
+        # The stroke is of the file the page shows: if the engine is on another one (a file is
+        # being opened), it is refused, so a snap of one file never lands in another's document.
+        before = self.engine.info.generation if self.engine.info is not None else None
+        if before != generation:
+            raise EngineClosed("a file is being opened; draw again once it is shown")
         handle = self.engine.submit_snap(trace, on_result=done)
+        if self.engine.info is None or self.engine.info.generation != generation:
+            handle.cancel()
+            raise EngineClosed("a file is being opened; draw again once it is shown")
         ids["id"] = handle.request_id
         self._pending_snaps.add(handle.request_id)
         self._publish_status()
@@ -644,49 +723,171 @@ class AppBackend:
         self.events.publish({"type": "overview", "overview": overview})
 
     # ---------------------------------------------------------------------- save / load
-    def save_project(self, path: str) -> dict:
-        """Save the document as a ``.soma`` project."""
-        if not isinstance(path, str) or not path:
-            raise ParameterError(f"path={path!r} must be a .soma file path")
-        with self._lock:
-            saved = self.document.save(os.path.expanduser(path))
-            self.events.publish({"type": "edit", "label": None, "added": [], "changed": [], "removed": [],
-                                 "history": self.document.history()})
-        return {"path": saved, "history": self.document.history()}
+    def save_project(self, path: str, overwrite: bool = False) -> dict:
+        """Save the document as a ``.soma`` project (``.soma`` is added when missing).
 
-    def load_project(self, path: str) -> dict:
-        """Load a ``.soma`` project; its source audio is opened when it is not the open file.
-
-        A project that cannot be read leaves the current document untouched.
+        An existing file is replaced only with ``overwrite=True``; otherwise the answer is
+        ``{"status": "exists", "path": ...}`` and nothing is written (the page asks the user).
+        Audio that lives in the app's temporary folder (uploaded, dropped, demo) is copied to
+        ``<name>_assets/`` beside the project first and referenced relatively. Answer on success:
+        ``{"status": "saved", "path", "document", "copied_audio"}``.
         """
-        if not isinstance(path, str) or not path:
-            raise ParameterError(f"path={path!r} must be a .soma file path")
-        doc = SomaDocument.load(os.path.expanduser(path))
-        src = doc.source_path
+        if not isinstance(path, str) or not path.strip():
+            raise ParameterError(f"path={path!r} must be the path of a .soma file to write")
+        if not isinstance(overwrite, bool):
+            raise ParameterError(f"overwrite={overwrite!r} must be true or false")
+        target = ensure_soma_suffix(path.strip())
+        if not target.parent.is_dir():
+            raise ParameterError(f"folder {str(target.parent)!r} does not exist; choose an existing folder")
+        target = target.parent.resolve() / target.name
+        if os.path.lexists(target) and not overwrite:
+            return {"status": "exists", "path": str(target)}
+        copied = None
         with self._lock:
+            doc = self.document
+            src = doc.source_path
+            if src and _inside(src, self._tmp):
+                name = Path(src).name
+                copied = bundle_audio(src, target, doc.source_md5, name=name)
+            doc.source_path = copied or src
+            try:
+                saved = doc.save(target, overwrite=True)
+            except BaseException:
+                doc.source_path = src
+                raise
+            history = self.document.history()
+            self.events.publish({"type": "edit", "label": None, "added": [], "changed": [], "removed": [],
+                                 "history": history})
+        self.recovery.discard()
+        self.recent.add(saved)
+        return {"status": "saved", "path": saved, "history": history, "copied_audio": copied}
+
+    def load_project(self, path: str, search_dir: str | None = None) -> dict:
+        """Load a ``.soma`` project (SOMA's or ours); its audio is opened when it is not the open file.
+
+        Audio that moved is found again by MD5 beside the project, in its ``<name>_assets/``
+        folder or in ``search_dir`` (a :class:`~soma_shm.errors.ProjectAudioMissing` names the
+        places looked at otherwise). Nothing changes until the project and its audio are read:
+        a failure leaves the document, the open file and the engine's settings as they were.
+        """
+        if not isinstance(path, str) or not path.strip():
+            raise ParameterError(f"path={path!r} must be the path of a .soma project")
+        if search_dir is not None and not isinstance(search_dir, str):
+            raise ParameterError(f"search_dir={search_dir!r} must be a folder path")
+        project = read_project(os.path.expanduser(path.strip()))
+        return self._open_project(project, search_dir, recovered=False)
+
+    def _open_project(self, project: Any, search_dir: str | None, recovered: bool) -> dict:
+        doc = project.document
+        saved_at = doc.source_path
+        audio = locate_audio(saved_at, doc.source_md5, doc.project_path if not recovered else None,
+                             [search_dir] if search_dir else [], size=doc.source_size)
+        relinked = audio != saved_at
+        doc.source_path = audio
+        if relinked or recovered:
+            doc.dirty = True
+        with self._lock:
+            if self._loading is not None and self._loading.is_alive():
+                raise ParameterError("a file is being opened; wait for it to finish")
             current = self._file["path"] if self._file else None
-            if src and current and os.path.realpath(src) == os.path.realpath(current):
+            matches = None  # known once the audio is read (the open file's MD5 is known already)
+            if current and os.path.realpath(audio) == os.path.realpath(current):
+                open_md5 = self.document.source_md5
+                matches = None if not (doc.source_md5 and open_md5) else doc.source_md5 == open_md5
+                settings_before = self.engine.settings
+                try:
+                    self._apply_settings(doc.settings)
+                except BaseException:
+                    self.engine.set_settings(settings_before)
+                    raise
+                if project.amplitudes_need_reference:
+                    doc.scale_amplitudes(self.engine.amp_reference)
+                info = self.engine.info
+                doc.set_recording(info.sample_rate, info.duration, self.engine.amp_reference)
                 self.document = doc
-                self._apply_settings(doc.settings)
                 state = self._document_snapshot()
                 self.events.publish({"type": "document", "document": state})
-                return {"document": state, "opening": None, "source_matches": doc.source_matches()}
-        if not src or not os.path.isfile(src):
-            raise ParameterError(
-                f"the project's audio {src!r} was not found; move it back or open the audio first"
-            )
-        self.engine.set_settings(doc.settings)
-        self._pending_document = (os.path.realpath(src), doc)
-        self._start_loading(os.path.realpath(src), None, None)
-        return {"document": doc.state(), "opening": src, "source_matches": doc.source_matches()}
+                opening = None
+            else:
+                self._pending_document = (os.path.realpath(audio), project, recovered)
+                opening = audio
+        if opening is not None:
+            try:
+                self._start_loading(os.path.realpath(audio), None, None)
+            except BaseException:
+                with self._lock:
+                    self._pending_document = None
+                raise
+            state = doc.state()
+        elif doc.project_path and not recovered:
+            self.recent.add(doc.project_path)
+        return {"document": state, "opening": opening, "relinked": audio if relinked else None,
+                "source_matches": matches}
 
-    def export(self, path: str, include_muted: bool = True) -> dict:
-        """Export partials to ``path`` (``.csv`` or ``.json``)."""
-        if not isinstance(path, str) or not path:
-            raise ParameterError(f"path={path!r} must be a .csv or .json file path")
+    def recent_projects(self) -> dict:
+        """The recently opened or saved projects, newest first: ``{"projects": [{path, name, opened_at, exists}]}``."""
+        return {"projects": self.recent.list()}
+
+    # ------------------------------------------------------------------------- recovery
+    def _unsaved_snapshot(self) -> SomaDocument | None:
+        from .persistence import snapshot
+
         with self._lock:
-            written = self.document.export(os.path.expanduser(path), include_muted=bool(include_muted))
-        return {"path": written, "partials": len(self.document.partials)}
+            if not self.document.dirty:
+                return None
+            return snapshot(self.document)
+
+    def _autosave_poke(self, event: dict | None) -> None:
+        if event is not None and event.get("type") not in ("progress", "viewport", "status", "overview", "error"):
+            self.autosaver.poke()
+
+    def recovery_offers(self) -> dict:
+        """Recovery files left by earlier runs that ended with unsaved edits, newest first:
+        ``{"offers": [{path, project_path, written_at, partials}]}``."""
+        return {"offers": self.recovery.offers()}
+
+    def restore_recovery(self, path: str, search_dir: str | None = None) -> dict:
+        """Open a recovery file as the document (unsaved; saving writes to its project's path).
+        The offer is removed once the document is back."""
+        offer = self._offer(path)
+        project = read_project(offer["path"])
+        project.document.project_path = offer.get("project_path") if isinstance(offer.get("project_path"), str) else None
+        out = self._open_project(project, search_dir, recovered=True)
+        self.recovery.discard(offer["path"])
+        return out
+
+    def discard_recovery(self, path: str) -> dict:
+        """Delete a recovery file that was offered (the user does not want it)."""
+        offer = self._offer(path)
+        self.recovery.discard(offer["path"])
+        return {"offers": self.recovery.offers()}
+
+    def _offer(self, path: Any) -> dict:
+        if not isinstance(path, str):
+            raise ParameterError(f"path={path!r} must be the path of an offered recovery file")
+        for offer in self.recovery.offers():
+            if offer["path"] == path:
+                return offer
+        raise ParameterError(f"{path!r} is not an offered recovery file (it was restored or discarded already)")
+
+    def export(self, path: str, include_muted: bool = True, overwrite: bool = False) -> dict:
+        """Export partials to ``path`` (``.csv`` or ``.json``), written atomically.
+
+        An existing file is replaced only with ``overwrite=True``; otherwise the answer is
+        ``{"status": "exists", "path": ...}`` and nothing is written.
+        """
+        if not isinstance(path, str) or not path.strip():
+            raise ParameterError(f"path={path!r} must be a .csv or .json file path")
+        for name, v in (("include_muted", include_muted), ("overwrite", overwrite)):
+            if not isinstance(v, bool):
+                raise ParameterError(f"{name}={v!r} must be true or false")
+        target = Path(os.path.expanduser(path.strip()))
+        if os.path.lexists(target) and not overwrite:
+            return {"status": "exists", "path": str(target.resolve())}
+        with self._lock:
+            written = self.document.export(target, include_muted=include_muted, overwrite=True)
+            n = len(self.document.partials)
+        return {"status": "saved", "path": written, "partials": n}
 
     # --------------------------------------------------------------------------- dialogs
     def dialog(self, kind: str) -> dict:
@@ -829,6 +1030,14 @@ class _ViewScheduler:
 def _ids(ids: Any) -> None:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ParameterError(f"ids={ids!r} must be a list of partial ids")
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def _warm_overview() -> None:

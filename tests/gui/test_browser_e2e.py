@@ -134,7 +134,7 @@ def test_open_zoom_draw_undo_save_reload(recording, tmp_path):
         page.wait_for_function("() => !document.querySelector('[data-testid=undo]').disabled")
         page.wait_for_timeout(200)
         saved = json.loads(project.read_text())
-        assert len(saved["data"]["partials"]) == 1 and saved["source"]["path"].endswith("long tones.wav")
+        assert len(saved["data"]["partials"]) == 1 and saved["source"]["file_path"].endswith("long tones.wav")
 
         # Select and delete, then load the project back.
         page.click("[data-testid=tool-select]")
