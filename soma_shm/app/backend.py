@@ -27,11 +27,13 @@ Events (``{"type": ..., ...}``):
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
 import os
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -88,11 +90,22 @@ SUPERSEDE_COST_S = 0.12  # a viewport computation expected to end within this is
 COST_SAMPLES = 12  # recent results per method that predict how long a request takes
 
 
-def error_payload(exc: BaseException) -> dict[str, str]:
-    """``{type, message}`` of an error, for the page."""
+def error_payload(exc: BaseException, hide: str | None = None) -> dict[str, str]:
+    """``{type, message}`` of an error, phrased for a person: the family's own errors keep their
+    type and message; anything else becomes ``InternalError`` with a message that names no
+    exception class. Paths inside ``hide`` (the app's temporary folder) show only their name."""
     if isinstance(exc, SomaError):
-        return {"type": type(exc).__name__, "message": str(exc)}
-    return {"type": type(exc).__name__, "message": f"internal error: {exc}"}
+        kind, message = type(exc).__name__, str(exc)
+    elif isinstance(exc, MemoryError):
+        kind, message = "InternalError", "not enough memory for this; close other programs or use a shorter window"
+    elif isinstance(exc, OSError) and exc.strerror:
+        where = f" ({Path(exc.filename).name})" if isinstance(exc.filename, str) else ""
+        kind, message = "InternalError", f"the system refused: {exc.strerror.lower()}{where}"
+    else:
+        kind, message = "InternalError", "something went wrong inside the app; the details are in its log"
+    if hide:
+        message = re.sub(re.escape(hide.rstrip("/")) + r"/(?:[^/'\"]+/)*", "", message)
+    return {"type": kind, "message": message}
 
 
 class EventBus:
@@ -258,20 +271,43 @@ class AppBackend:
         self.close()
 
     def call(self, method: str, params: dict | None) -> Any:
-        """Run API method ``method`` with keyword ``params`` (as the server does)."""
-        if method not in API_METHODS:
-            raise ParameterError(f"unknown API method {method!r}; known: {', '.join(API_METHODS)}")
+        """Run API method ``method`` with keyword ``params`` (as the server does).
+
+        Parameters are matched against the method's signature first, so a missing, unknown or
+        misspelt one is a ParameterError naming what the method takes.
+        """
+        if not isinstance(method, str) or method not in API_METHODS:
+            shown = method if isinstance(method, str) and len(method) <= 60 and method.isprintable() else "that"
+            raise ParameterError(f"unknown API method {shown!r}; known: {', '.join(API_METHODS)}")
         if params is None:
             params = {}
         if not isinstance(params, dict):
-            raise ParameterError(f"the body of {method} must be a JSON object, got {type(params).__name__}")
+            raise ParameterError(f"the body of {method} must be a JSON object, got {_json_kind(params)}")
         fn = getattr(self, method)
+        sig = inspect.signature(fn)
         try:
-            return fn(**params)
-        except TypeError as exc:
-            if "argument" in str(exc):
-                raise ParameterError(f"{method}: {exc}") from None
-            raise
+            sig.bind(**params)
+        except TypeError:
+            takes = [n for n, p in sig.parameters.items() if p.kind is not p.VAR_KEYWORD]
+            needed = [n for n, p in sig.parameters.items()
+                      if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+            missing = [n for n in needed if n not in params]
+            unknown = [k for k in params if k not in sig.parameters] if all(
+                p.kind is not p.VAR_KEYWORD for p in sig.parameters.values()) else []
+            parts = []
+            if missing:
+                parts.append(f"needs {', '.join(missing)}")
+            if unknown:
+                parts.append(f"does not take {', '.join(repr(u[:40]) for u in unknown)}")
+            raise ParameterError(f"{method} {' and '.join(parts) or 'was called wrongly'}; "
+                                 f"it takes: {', '.join(takes) or 'nothing'}") from None
+        return fn(**params)
+
+    def describe_error(self, exc: BaseException, method: str | None = None) -> dict[str, str]:
+        """:func:`error_payload` with this app's temporary folder hidden."""
+        if not isinstance(exc, SomaError):
+            log.error("api %s failed", method, exc_info=exc)
+        return error_payload(exc, hide=self._tmp)
 
     # ----------------------------------------------------------------------------- state
     def state(self) -> dict:
@@ -317,9 +353,7 @@ class AppBackend:
         The current file and document stay as they are until the new file decoded: a file that
         cannot be read leaves everything intact (an ``error`` event says why).
         """
-        if not isinstance(path, str) or not path.strip():
-            raise ParameterError(f"path={path!r} must be the path of an audio file")
-        p = Path(path).expanduser()
+        p = Path(_path_param("path", path, "an audio file")).expanduser()
         if not p.is_file():
             raise ParameterError(f"audio file {str(p)!r} does not exist")
         return self._start_loading(str(p.resolve()), None, None)
@@ -411,7 +445,7 @@ class AppBackend:
                 self._loading = None
                 if pending is not None and self._pending_document is pending:
                     self._pending_document = None
-            self._last_error = {"op": "open", "error": error_payload(exc)}
+            self._last_error = {"op": "open", "error": self.describe_error(exc, "open")}
             self.events.publish({"type": "error", **self._last_error})
             if not isinstance(exc, Exception):
                 raise
@@ -513,7 +547,7 @@ class AppBackend:
         if isinstance(result, BaseException):
             if isinstance(result, RequestCancelled):
                 return
-            self.events.publish({"type": "error", "op": "view", "request_id": view_id, "error": error_payload(result)})
+            self.events.publish({"type": "error", "op": "view", "request_id": view_id, "error": self.describe_error(result)})
             self._publish_status()
             return
         try:
@@ -563,7 +597,7 @@ class AppBackend:
             self._pending_snaps.discard(rid)
             if isinstance(result, RequestCancelled) and (self._file is None or self._file["generation"] != generation):
                 return  # the file changed: the stroke belonged to the old file
-            self.events.publish({"type": "error", "op": "snap", "request_id": rid, "error": error_payload(result)})
+            self.events.publish({"type": "error", "op": "snap", "request_id": rid, "error": self.describe_error(result)})
             self._publish_status()
             return
         rid = result.request_id
@@ -732,11 +766,10 @@ class AppBackend:
         ``<name>_assets/`` beside the project first and referenced relatively. Answer on success:
         ``{"status": "saved", "path", "document", "copied_audio"}``.
         """
-        if not isinstance(path, str) or not path.strip():
-            raise ParameterError(f"path={path!r} must be the path of a .soma file to write")
+        path = _path_param("path", path, "a .soma file to write")
         if not isinstance(overwrite, bool):
             raise ParameterError(f"overwrite={overwrite!r} must be true or false")
-        target = ensure_soma_suffix(path.strip())
+        target = ensure_soma_suffix(path)
         if not target.parent.is_dir():
             raise ParameterError(f"folder {str(target.parent)!r} does not exist; choose an existing folder")
         target = target.parent.resolve() / target.name
@@ -770,11 +803,10 @@ class AppBackend:
         places looked at otherwise). Nothing changes until the project and its audio are read:
         a failure leaves the document, the open file and the engine's settings as they were.
         """
-        if not isinstance(path, str) or not path.strip():
-            raise ParameterError(f"path={path!r} must be the path of a .soma project")
-        if search_dir is not None and not isinstance(search_dir, str):
-            raise ParameterError(f"search_dir={search_dir!r} must be a folder path")
-        project = read_project(os.path.expanduser(path.strip()))
+        path = _path_param("path", path, "a .soma project")
+        if search_dir is not None:
+            search_dir = _path_param("search_dir", search_dir, "the folder that holds the project's audio")
+        project = read_project(os.path.expanduser(path))
         return self._open_project(project, search_dir, recovered=False)
 
     def _open_project(self, project: Any, search_dir: str | None, recovered: bool) -> dict:
@@ -850,6 +882,8 @@ class AppBackend:
         """Open a recovery file as the document (unsaved; saving writes to its project's path).
         The offer is removed once the document is back."""
         offer = self._offer(path)
+        if search_dir is not None:
+            search_dir = _path_param("search_dir", search_dir, "the folder that holds the project's audio")
         project = read_project(offer["path"])
         project.document.project_path = offer.get("project_path") if isinstance(offer.get("project_path"), str) else None
         out = self._open_project(project, search_dir, recovered=True)
@@ -876,12 +910,11 @@ class AppBackend:
         An existing file is replaced only with ``overwrite=True``; otherwise the answer is
         ``{"status": "exists", "path": ...}`` and nothing is written.
         """
-        if not isinstance(path, str) or not path.strip():
-            raise ParameterError(f"path={path!r} must be a .csv or .json file path")
+        path = _path_param("path", path, "a .csv or .json file to write")
         for name, v in (("include_muted", include_muted), ("overwrite", overwrite)):
             if not isinstance(v, bool):
                 raise ParameterError(f"{name}={v!r} must be true or false")
-        target = Path(os.path.expanduser(path.strip()))
+        target = Path(os.path.expanduser(path))
         if os.path.lexists(target) and not overwrite:
             return {"status": "exists", "path": str(target.resolve())}
         with self._lock:
@@ -1015,7 +1048,7 @@ class _ViewScheduler:
                 if self._running is run:
                     self._running = None
             if not self._stopped:
-                backend.events.publish({"type": "error", "op": "view", "request_id": vid, "error": error_payload(exc)})
+                backend.events.publish({"type": "error", "op": "view", "request_id": vid, "error": backend.describe_error(exc, "view")})
 
     def _finished(self, run: dict, result: Any) -> None:
         # On the engine's supervisor thread: learn the cost; a waiting view may start now.
@@ -1030,6 +1063,20 @@ class _ViewScheduler:
 def _ids(ids: Any) -> None:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ParameterError(f"ids={ids!r} must be a list of partial ids")
+
+
+def _path_param(name: str, value: Any, what: str) -> str:
+    """A path given to the API: a non-empty string without NUL bytes, of a sane length."""
+    if not isinstance(value, str) or not value.strip():
+        raise ParameterError(f"{name}={value!r} must be the path of {what}")
+    if "\x00" in value or len(value) > 4096:
+        raise ParameterError(f"{name} is not a usable path (it holds a NUL byte or is too long); give the path of {what}")
+    return value.strip()
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "a list", str: "a string", bool: "true/false", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)
 
 
 def _inside(path: str, folder: str) -> bool:

@@ -13,6 +13,13 @@ Routes (all on ``127.0.0.1``):
 Every route but the static files needs the per-run token: header ``X-Soma-Token`` or query
 ``token`` (EventSource cannot set headers). The ``Host`` header must name this server, so a web
 page elsewhere cannot reach it through DNS rebinding.
+
+Connections: an accepted connection holds no thread until it has sent something; one thread of
+a bounded pool (:data:`MAX_HANDLERS`) then serves one request and gives the connection back to
+the watcher, which closes it after :data:`IDLE_TIMEOUT_S` without a request (at most
+:data:`MAX_IDLE` wait; the oldest go first). A request must arrive whole within
+:data:`REQUEST_TIMEOUT_S`. Event streams hold a thread each (at most :data:`MAX_STREAMS`). Any
+path answers: unknown or malformed ones with 404/400 and a JSON message, never a crash.
 """
 
 from __future__ import annotations
@@ -22,10 +29,15 @@ import json
 import logging
 import mimetypes
 import queue
+import re
 import secrets
+import selectors
+import socket
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -41,6 +53,12 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_JSON_BODY = 64 << 20
 MAX_UPLOAD = 8 << 30
 SSE_KEEPALIVE_S = 10.0
+MAX_HANDLERS = 32  # threads serving requests (event streams included)
+MAX_STREAMS = 8  # event streams at once (each holds a thread)
+MAX_IDLE = 512  # connections waiting for a request; beyond, the oldest are closed
+IDLE_TIMEOUT_S = 30.0  # a connection without a request for this long is closed
+REQUEST_TIMEOUT_S = 10.0  # a started request must arrive whole within this (per read)
+STATIC_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,6 +67,48 @@ class _Handler(BaseHTTPRequestHandler):
     # TCP_NODELAY: every write goes out at once. With Nagle's algorithm the body written after
     # the headers (or an event after the last one) waits for the client's delayed ACK.
     disable_nagle_algorithm = True
+    timeout = REQUEST_TIMEOUT_S
+    default_request_version = "HTTP/1.1"  # answer malformed requests with a status line, never HTTP/0.9
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors http.server detects itself (bad request line, headers, method): JSON like ours."""
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "Error"
+        reasons = {400: "the request could not be read", 404: "nothing is here",
+                   414: "the address is too long", 431: "the request's headers are too large",
+                   501: "this server answers GET, HEAD and POST only"}
+        body = json.dumps({"ok": False, "error": {"type": phrase.title().replace(" ", ""),
+                                                   "message": reasons.get(code, phrase.lower())}}).encode()
+        self.send_response(code, phrase)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+
+    def handle(self) -> None:
+        # One request per turn: a kept-alive connection goes back to the server's watcher and
+        # holds no thread while idle.
+        self.close_connection = True
+        self.handle_one_request()
+
+    def _safely(self, route) -> None:
+        try:
+            route()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        except Exception:
+            log.exception("http %s %r failed", self.command, self.path[:200])
+            self.close_connection = True
+            try:
+                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"ok": False, "error": {
+                    "type": "InternalError", "message": "the app could not answer this request; details are in its log"}})
+            except OSError:
+                pass
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet: route through logging
         log.debug("http %s " + fmt, self.client_address[0], *args)
@@ -92,7 +152,20 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     # -------------------------------------------------------------------------- routes
+    def _not_found(self, what: str) -> None:
+        shown = what if len(what) <= 80 and what.isprintable() else what[:60].encode("unicode_escape").decode() + "…"
+        self._json(HTTPStatus.NOT_FOUND, {"ok": False, "error": {"type": "NotFound", "message": f"nothing at {shown}"}})
+
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        self._safely(self._get)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._safely(self._get)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._safely(self._post)
+
+    def _get(self) -> None:
         route = urlsplit(self.path).path
         if route.startswith("/static/"):
             return self._static(route[len("/static/"):])
@@ -104,18 +177,24 @@ class _Handler(BaseHTTPRequestHandler):
             return self._blob(route[len("/blob/"):])
         if route == "/events":
             return self._events()
-        self._json(HTTPStatus.NOT_FOUND, {"ok": False, "error": {"type": "NotFound", "message": f"no route {route}"}})
+        self._not_found(route)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def _post(self) -> None:
         route = urlsplit(self.path).path
         if self._deny():
             return
         if not route.startswith("/api/"):
-            return self._json(HTTPStatus.NOT_FOUND, {"ok": False, "error": {"type": "NotFound", "message": f"no route {route}"}})
+            self.close_connection = True
+            return self._not_found(route)
         method = route[len("/api/"):]
         backend = self.server.backend
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                raise ParameterError("the request's Content-Length is not a number") from None
+            if length < 0:
+                raise ParameterError("the request's Content-Length is negative")
             if method == "upload":
                 if length > MAX_UPLOAD:
                     raise ParameterError(f"the file is too large to upload ({length} bytes)")
@@ -133,14 +212,15 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             self.close_connection = True  # the body may be partly unread: do not reuse the connection
             if not isinstance(exc, ParameterError) and not type(exc).__module__.startswith("soma_shm"):
-                log.exception("api %s failed", method)
-            return self._json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": error_payload(exc)})
+                log.exception("api %s failed", method[:60])
+            return self._json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": backend.describe_error(exc, method)})
         self._json(HTTPStatus.OK, {"ok": True, "result": result})
 
     def _static(self, name: str) -> None:
-        target = (STATIC_DIR / name).resolve()
-        if STATIC_DIR not in target.parents or not target.is_file():
-            return self._json(HTTPStatus.NOT_FOUND, {"ok": False, "error": {"type": "NotFound", "message": name}})
+        # Only the page's own files, by plain name: no decoding, no folders, no links followed.
+        target = STATIC_DIR / name if STATIC_NAME.fullmatch(name) else None
+        if target is None or name not in self.server.static_files:
+            return self._not_found(f"/static/{name}")
         ctype = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}.get(
             target.suffix, mimetypes.guess_type(target.name)[0] or "application/octet-stream")
         self._send(HTTPStatus.OK, target.read_bytes(), ctype + "; charset=utf-8" if ctype.startswith("text") else ctype)
@@ -151,13 +231,16 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             blob = None
         if blob is None:
-            return self._json(HTTPStatus.NOT_FOUND, {"ok": False, "error": {
-                "type": "NotFound", "message": f"image {key} is gone (a newer one replaced it)"}})
+            return self._not_found(f"image {key} (a newer one replaced it)")
         data, w, h = blob
         self._send(HTTPStatus.OK, data, "application/octet-stream",
                    {"X-Width": str(w), "X-Height": str(h), "Access-Control-Expose-Headers": "X-Width, X-Height"})
 
     def _events(self) -> None:
+        if not self.server.streams.acquire(blocking=False):
+            self.close_connection = True
+            return self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": {
+                "type": "Busy", "message": f"at most {MAX_STREAMS} event streams at once; close another page"}})
         bus = self.server.backend.events
         q = bus.subscribe()
         try:
@@ -184,17 +267,109 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         finally:
             bus.unsubscribe(q)
+            self.server.streams.release()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(HTTPServer):
+    """HTTPServer whose accepted connections wait in a selector (no thread) until they send a
+    request; requests are served by a bounded thread pool; idle connections time out."""
+
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(self, addr, backend: AppBackend, token: str):
         super().__init__(addr, _Handler)
         self.backend = backend
         self.token = token
         self.stopping = threading.Event()
+        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
+        self.static_files = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+        self._pool = ThreadPoolExecutor(MAX_HANDLERS, thread_name_prefix="soma-app-http")
+        self._incoming: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._watcher = threading.Thread(target=self._watch, name="soma-app-conns", daemon=True)
+        self._watcher.start()
+
+    # Called by serve_forever for each accepted connection: park it until it has data.
+    def process_request(self, request, client_address) -> None:
+        self._park(request, client_address)
+
+    def _park(self, sock, addr) -> None:
+        self._incoming.put((sock, addr))
+        try:
+            self._wake_w.send(b"x")
+        except OSError:  # stopping
+            pass
+
+    def _watch(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        waiting: dict = {}  # socket -> (address, parked at)
+        try:
+            while not self.stopping.is_set():
+                for key, _ in sel.select(timeout=1.0):
+                    if key.fileobj is self._wake_r:
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except OSError:
+                            pass
+                        continue
+                    sock = key.fileobj
+                    sel.unregister(sock)
+                    addr, _ = waiting.pop(sock)
+                    self._pool.submit(self._serve, sock, addr)
+                while True:
+                    try:
+                        sock, addr = self._incoming.get_nowait()
+                    except queue.Empty:
+                        break
+                    try:
+                        sel.register(sock, selectors.EVENT_READ)
+                    except (ValueError, OSError):  # closed meanwhile
+                        self.shutdown_request(sock)
+                        continue
+                    waiting[sock] = (addr, time.monotonic())
+                now = time.monotonic()
+                stale = [s for s, (_, t) in waiting.items() if now - t > IDLE_TIMEOUT_S]
+                if len(waiting) - len(stale) > MAX_IDLE:
+                    rest = sorted((t, id(s), s) for s, (_, t) in waiting.items() if s not in stale)
+                    stale += [s for _, _, s in rest[: len(rest) - MAX_IDLE]]
+                for s in stale:
+                    sel.unregister(s)
+                    del waiting[s]
+                    self.shutdown_request(s)
+        finally:
+            for s in list(waiting):
+                self.shutdown_request(s)
+            sel.close()
+
+    def _serve(self, sock, addr) -> None:
+        keep = False
+        try:
+            handler = self.RequestHandlerClass(sock, addr, self)
+            keep = not handler.close_connection and not self.stopping.is_set()
+        except Exception:
+            log.debug("connection from %s failed", addr, exc_info=True)
+        if keep:
+            self._park(sock, addr)
+        else:
+            self.shutdown_request(sock)
+
+    def server_close(self) -> None:
+        if not hasattr(self, "_watcher"):  # binding failed inside HTTPServer.__init__
+            return super().server_close()
+        self.stopping.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self._watcher.join(timeout=5)
+        super().server_close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for s in (self._wake_r, self._wake_w):
+            s.close()
 
 
 class AppServer:
