@@ -8,6 +8,8 @@ Public surface (everything else is private or lives in a subpackage with its own
 - :func:`build_pyramid` / :class:`Pyramid` - a recording's pooled STFT pyramid: wide views of
   long recordings cut in milliseconds instead of recomputed.
 - :func:`snap_trace` - a hand-drawn trace to a partial on the CWT ridge.
+- :func:`render_partials` / :class:`Resynthesis` - partials back to sound (one sine each), and
+  a document's mix kept up to date edit by edit.
 - :class:`Engine` - shared audio, persistent workers, terminate-and-respawn cancellation.
 - :func:`load_audio` - decode a file to mono float32.
 - the errors of :mod:`soma_shm.errors`.
@@ -43,6 +45,8 @@ _LAZY = {
     "stft_image": "render",
     "tone_map": "render",
     "snap_trace": "snap",
+    "render_partials": "synth",
+    "Resynthesis": "synth",
     "build_pyramid": "pyramid",
     "Pyramid": "pyramid",
     "Engine": "engine",
@@ -87,3 +91,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pyramid import Pyramid, build_pyramid
     from .render import cwt_image, stft_image, tone_map
     from .snap import snap_trace
+    from .synth import Resynthesis, render_partials

@@ -140,3 +140,33 @@ def db_error(fast: np.ndarray, ref: np.ndarray, floor_db: float = -80.0, amp_ref
     if not mask.any():
         return 0.0
     return float(np.max(np.abs(20 * np.log10(np.maximum(fast[mask], 1e-30) / ref[mask]))))
+
+
+def synth_reference(points, fs, frames, stretch=1.0, fade_ms=5.0):
+    """One partial as the synthesis contract defines it, in float64 with SciPy's PCHIP.
+
+    Frequency and amplitude are monotone cubic (PCHIP) curves through the points; the phase is
+    the exact antiderivative of the frequency curve (cycles from the first point); output sample
+    ``n`` is at source time ``n / (fs * stretch)`` and advances the phase by ``f / fs``; a
+    smoothstep fade of ``fade_ms`` (at most half the partial) shapes both ends; silence outside.
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    p = np.asarray(points, dtype=np.float64)
+    t, f, a = p[:, 0], p[:, 1], p[:, 2]
+    out = np.zeros(frames, dtype=np.float64)
+    n = np.arange(frames)
+    ts = n / (fs * stretch)
+    m = (ts >= t[0]) & (ts <= t[-1])
+    if len(t) < 2 or not m.any():
+        return out
+    freq, amp = PchipInterpolator(t, f), PchipInterpolator(t, a)
+    cycles = freq.antiderivative()
+    phase = stretch * (cycles(ts[m]) - cycles(t[0]))
+    x0, x1 = t[0] * fs * stretch, t[-1] * fs * stretch
+    fl = min(fade_ms * 1e-3 * fs, 0.5 * (x1 - x0))
+    u = np.clip((n[m] - x0) / fl, 0, 1) if fl > 0 else 1.0
+    v = np.clip((x1 - n[m]) / fl, 0, 1) if fl > 0 else 1.0
+    w = u * u * (3 - 2 * u) * v * v * (3 - 2 * v)
+    out[m] = np.maximum(amp(ts[m]), 0.0) * w * np.sin(2 * np.pi * phase)
+    return out

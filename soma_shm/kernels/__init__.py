@@ -6,10 +6,12 @@
 - ``pyramid``   : a recording's pooled STFT pyramid (bytes per bin and block) and views cut from it.
 - ``tonemap``   : magnitude -> dB -> clamp -> gamma -> uint8.
 - ``snap``      : CWT evaluated at trace points on a fine log grid, ridge tracking.
+- ``synth``     : additive sine resynthesis of partials (monotone cubic curves, exact phase).
 
 numba's cache is keyed on each module's own source: a kernel that calls a kernel of another
 module (``pyramid`` uses ``stft``, ``snap`` uses ``cwt``) keeps its cached copy of the callee until its
 own module changes; after changing a shared helper, touch the modules that call it.
 
-Public wrappers that validate and plan live in :mod:`soma_shm.render` and :mod:`soma_shm.snap`.
+Public wrappers that validate and plan live in :mod:`soma_shm.render`, :mod:`soma_shm.snap` and
+:mod:`soma_shm.synth`.
 """
