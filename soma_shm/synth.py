@@ -117,6 +117,19 @@ def pack_partials(partials: Iterable[Any], sample_rate: float | None = None) -> 
     return PartialArrays(t, f, a, mf, ma, phase, offsets)
 
 
+def _slice(packed: PartialArrays, n: int) -> PartialArrays:
+    """Partial ``n`` of a pack, sharing its arrays (the offsets keep their absolute positions)."""
+    return PartialArrays(packed.t, packed.f, packed.a, packed.mf, packed.ma, packed.phase, packed.offsets[n:n + 2])
+
+
+def _points_of(packed: PartialArrays, n: int) -> np.ndarray:
+    """The checked ``(K, 3)`` points of partial ``n`` of a pack (a read-only copy)."""
+    lo, hi = packed.offsets[n], packed.offsets[n + 1]
+    p = np.stack([packed.t[lo:hi], packed.f[lo:hi], packed.a[lo:hi]], axis=1)
+    p.flags.writeable = False
+    return p
+
+
 def _check_render(sample_rate: Any, stretch: Any, fade_ms: Any) -> tuple[float, float, float]:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) \
             or not 8000 <= float(sample_rate) <= 384000:
@@ -277,7 +290,7 @@ class Resynthesis:
         self.fade_ms = fade_ms
         self.mix = out
         self._lock = threading.Lock()
-        self._sounding: dict[str, tuple[np.ndarray, PartialArrays]] = {}
+        self._sounding: dict[str, tuple[Any, np.ndarray, PartialArrays]] = {}  # id -> (given, checked, packed)
         self._packed_all: tuple[int, PartialArrays] | None = None
         self.generation = 0
 
@@ -286,57 +299,78 @@ class Resynthesis:
         """Ids of the partials in the mix."""
         return list(self._sounding)
 
-    def _wanted(self, partials: Mapping[str, tuple[Any, bool]]) -> dict[str, np.ndarray]:
-        want: dict[str, np.ndarray] = {}
+    def _diff(self, partials: Mapping[str, tuple[Any, bool]]) -> tuple[list[str], list[str], list[Any], PartialArrays]:
+        """(ids to subtract, ids to add, their given points, their pack). A partial whose points
+        are the very object last rendered is not compared (points are taken as immutable, as a
+        document's are); the new ones are validated together and an error names the partial."""
+        add: list[str] = []
+        given: list[Any] = []
+        keep: set[str] = set()
         for pid, (points, muted) in partials.items():
             if muted:
                 continue
-            want[pid] = _check_points(points, f"partial {pid}", self.sample_rate)
-        return want
+            old = self._sounding.get(pid)
+            if old is not None and (points is old[0] or np.array_equal(np.asarray(points, dtype=np.float64), old[1])):
+                keep.add(pid)
+                continue
+            add.append(pid)
+            given.append(points)
+        try:
+            packed = pack_partials(given, self.sample_rate)
+        except ParameterError as exc:
+            for pid, points in zip(add, given):
+                _check_points(points, f"partial {pid}", self.sample_rate)
+            raise exc  # pragma: no cover - the loop names the partial
+        gone = [pid for pid in self._sounding if pid not in keep]
+        return gone, add, given, packed
 
     def update(self, partials: Mapping[str, tuple[Any, bool]]) -> dict[str, Any]:
         """Bring the mix to ``partials`` (``{id: (points, is_muted)}``); returns what changed.
 
-        Returns ``{"removed": n, "added": n, "samples": rendered samples, "generation": g}``.
-        Raises ParameterError (mix unchanged) when a partial is malformed.
+        Points are taken as immutable: pass new arrays for changed partials (a document's
+        partials are read-only). Returns ``{"removed": n, "added": n, "samples": rendered
+        samples, "generation": g}``. Raises ParameterError (mix unchanged) when a partial is
+        malformed.
         """
-        want = self._wanted(partials)
         with self._lock:
-            gone = [pid for pid, (pts, _) in self._sounding.items()
-                    if pid not in want or not np.array_equal(want[pid], pts)]
-            new = [pid for pid, pts in want.items()
-                   if pid not in self._sounding or pid in gone]
+            gone, add, given, packed = self._diff(partials)
             samples = 0
             for pid in gone:
-                pts, packed = self._sounding.pop(pid)
-                samples += self._render_one(packed, -1.0)
-            for pid in new:
-                packed = pack_partials([want[pid]])
-                samples += self._render_one(packed, 1.0)
-                self._sounding[pid] = (want[pid], packed)
+                _, _, old = self._sounding.pop(pid)
+                samples += self._render_one(old, -1.0)
+            for n, pid in enumerate(add):
+                one = _slice(packed, n)
+                samples += self._render_one(one, 1.0)
+                self._sounding[pid] = (given[n], _points_of(packed, n), one)
             self.generation += 1
-            return {"removed": len(gone), "added": len(new), "samples": samples, "generation": self.generation}
+            return {"removed": len(gone), "added": len(add), "samples": samples, "generation": self.generation}
 
     def rebuild(self, partials: Mapping[str, tuple[Any, bool]]) -> dict[str, Any]:
-        """Re-render the whole mix from ``partials`` (in parallel)."""
-        want = self._wanted(partials)
-        ids = list(want)
-        packed_all = pack_partials([want[i] for i in ids])
+        """Re-render the whole mix from ``partials`` (in parallel over the output)."""
         with self._lock:
+            sounding, self._sounding = self._sounding, {}
+            try:
+                _, add, given, packed = self._diff(partials)
+            except ParameterError:
+                self._sounding = sounding
+                raise
             self.mix[:] = 0.0
-            render_packed(packed_all, self.sample_rate, self.mix, 0, fade_ms=self.fade_ms)
-            self._sounding = {pid: (want[pid], pack_partials([want[pid]])) for pid in ids}
+            render_packed(packed, self.sample_rate, self.mix, 0, fade_ms=self.fade_ms)
+            for n, pid in enumerate(add):
+                self._sounding[pid] = (given[n], _points_of(packed, n), _slice(packed, n))
             self.generation += 1
-            return {"removed": 0, "added": len(ids), "generation": self.generation}
+            self._packed_all = (self.generation, packed)
+            return {"removed": 0, "added": len(add), "generation": self.generation}
 
     def _render_one(self, packed: PartialArrays, gain: float) -> int:
         from .kernels import synth as k
 
-        n0, n1 = k.partial_span(packed.t, 0, packed.offsets[1], self.sample_rate, 1.0)
+        lo, hi = int(packed.offsets[0]), int(packed.offsets[1])
+        n0, n1 = k.partial_span(packed.t, lo, hi, self.sample_rate, 1.0)
         n1 = min(n1 + 1, self.frames)
         if n1 <= n0:
             return 0
-        k.render_partial(packed.t, packed.f, packed.a, packed.mf, packed.ma, packed.phase, 0, int(packed.offsets[1]),
+        k.render_partial(packed.t, packed.f, packed.a, packed.mf, packed.ma, packed.phase, lo, hi,
                          self.sample_rate, 1.0, self.fade_ms * 1e-3 * self.sample_rate, gain, n0, n1, self.mix, 0)
         return n1 - n0
 
@@ -354,7 +388,7 @@ class Resynthesis:
             return out
         with self._lock:
             if self._packed_all is None or self._packed_all[0] != self.generation:
-                self._packed_all = (self.generation, pack_partials([pts for pts, _ in self._sounding.values()]))
+                self._packed_all = (self.generation, pack_partials([pts for _, pts, _ in self._sounding.values()]))
             packed = self._packed_all[1]
         end = int(math.floor(self.frames * stretch))
         lo, hi = max(0, start), min(end, start + frames)
