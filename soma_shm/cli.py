@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "soma_shm.demo",
     "soma_shm.app.cli",
     "soma_shm.pipeline.cli",
+    "soma_shm.export",
 )
 # The command line must not start an Engine at import: workers re-import soma_shm.
 

@@ -341,3 +341,57 @@ def render_chunks(t, f, a, mf, ma, phase, offsets, fs, stretch, fade, gain, n_lo
             p = items[i]
             render_partial(t, f, a, mf, ma, phase, offsets[p], offsets[p + 1], fs, stretch, fade, gain,
                            c_lo, c_hi, out, n_lo)
+
+
+@jit
+def sample_curves(t, f, a, mf, ma, lo, hi, ts, out_f, out_a):
+    """Frequency and amplitude curves of one partial (knots lo..hi-1) at sorted source times
+    ``ts`` (clamped to the partial's span), the same curves the synthesis plays."""
+    last = hi - 1
+    k = lo
+    for i in range(ts.shape[0]):
+        x = ts[i]
+        if last == lo or x <= t[lo]:
+            out_f[i] = f[lo]
+            out_a[i] = a[lo]
+            continue
+        if x >= t[last]:
+            out_f[i] = f[last]
+            out_a[i] = a[last]
+            continue
+        while k + 1 < last and t[k + 1] <= x:
+            k += 1
+        h = t[k + 1] - t[k]
+        u = (x - t[k]) / h
+        u2 = u * u
+        u3 = u2 * u
+        h00 = 2.0 * u3 - 3.0 * u2 + 1.0
+        h10 = (u3 - 2.0 * u2 + u) * h
+        h01 = -2.0 * u3 + 3.0 * u2
+        h11 = (u3 - u2) * h
+        out_f[i] = h00 * f[k] + h10 * mf[k] + h01 * f[k + 1] + h11 * mf[k + 1]
+        am = h00 * a[k] + h10 * ma[k] + h01 * a[k + 1] + h11 * ma[k + 1]
+        out_a[i] = am if am > 0.0 else 0.0
+
+
+@jit
+def latest_active(starts, ends, times, owner, out):
+    """Monophonic ownership: ``out[i]`` is True when event ``i`` (at ``times[i]``, of partial
+    ``owner[i]``) belongs to the partial that started last among those sounding at that time.
+
+    Partials are indexed in order of start (``starts`` sorted); events sorted by time. A sweep
+    keeps the sounding partials; the latest started is the highest index among them."""
+    P = starts.shape[0]
+    alive = np.zeros(P, dtype=np.bool_)
+    nxt = 0  # next partial to start
+    top = -1  # highest sounding index
+    for i in range(times.shape[0]):
+        x = times[i]
+        while nxt < P and starts[nxt] <= x:
+            alive[nxt] = True
+            top = nxt
+            nxt += 1
+        while top >= 0 and (not alive[top] or ends[top] < x):
+            alive[top] = False
+            top -= 1
+        out[i] = top == owner[i]
