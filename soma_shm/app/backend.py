@@ -240,6 +240,9 @@ class AppBackend:
         # Load the overview kernels now (numba's cache) so the first file opened shows sooner.
         self._warm_thread = threading.Thread(target=_warm_overview, name="soma-app-warm", daemon=True)
         self._warm_thread.start()
+        from .playback import Playback
+
+        self.playback = Playback(self)  # audio chunks for the page; keeps the resynthesis current
 
     # ------------------------------------------------------------------------ lifecycle
     def close(self, keep_recovery: bool = True) -> None:
@@ -261,6 +264,7 @@ class AppBackend:
             if t is not None and t.is_alive():
                 t.join(timeout=30)
         self._views.stop()
+        self.playback.stop()
         self.engine.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 

@@ -5,6 +5,8 @@ Routes (all on ``127.0.0.1``):
 ``GET  /?token=T``            the page (``index.html``)
 ``GET  /static/<file>``       the page's ES modules and CSS (public code, no token needed)
 ``GET  /blob/<id>``           a raw uint8 image; headers ``X-Width``, ``X-Height``
+``GET  /audio?start&frames&speed``  a chunk of audio: original then resynthesis, planar float32
+                              (see :mod:`soma_shm.app.playback`); headers ``X-Sample-Rate``, ...
 ``POST /api/<method>``        JSON object in, ``{"ok": true, "result": ...}`` or
                               ``{"ok": false, "error": {type, message}}`` (HTTP 400) out
 ``POST /api/upload?name=N``   raw file bytes (a dropped or picked file) -> opened
@@ -175,6 +177,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._static("index.html")
         if route.startswith("/blob/"):
             return self._blob(route[len("/blob/"):])
+        if route == "/audio":
+            return self._audio()
         if route == "/events":
             return self._events()
         self._not_found(route)
@@ -235,6 +239,23 @@ class _Handler(BaseHTTPRequestHandler):
         data, w, h = blob
         self._send(HTTPStatus.OK, data, "application/octet-stream",
                    {"X-Width": str(w), "X-Height": str(h), "Access-Control-Expose-Headers": "X-Width, X-Height"})
+
+    def _audio(self) -> None:
+        q = self._query()
+        try:
+            try:
+                start, frames = int(q.get("start", "0")), int(q.get("frames", "0"))
+                speed = float(q.get("speed", "1"))
+            except ValueError:
+                raise ParameterError(f"start={q.get('start')!r}, frames={q.get('frames')!r} and speed={q.get('speed')!r} "
+                                     "must be numbers") from None
+            data, headers = self.server.backend.playback.chunk(start, frames, speed)
+        except Exception as exc:
+            if not type(exc).__module__.startswith("soma_shm"):
+                log.exception("audio chunk failed")
+            return self._json(HTTPStatus.BAD_REQUEST, {"ok": False, "error": error_payload(exc)})
+        headers["Access-Control-Expose-Headers"] = ", ".join(headers)
+        self._send(HTTPStatus.OK, data, "application/octet-stream", headers)
 
     def _events(self) -> None:
         if not self.server.streams.acquire(blocking=False):

@@ -3,6 +3,7 @@
 // keeps the document and history and answers with edit events (only what changed).
 import { call, upload, loadImage, subscribe, windowMode, token } from './api.js';
 import { View, timeTicks, freqTicks } from './view.js';
+import { Player } from './playback.js';
 import { PartialStore, VirtualList, drawPartials, drawHandles, handlesOf, hitTest, boxSelect, selectionStats } from './partials.js';
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -26,6 +27,7 @@ const app = {
   sent: new Map(), // request id -> { key, sentAt, answeredAt } of view requests not yet shown
   unshown: [], // edits applied but not drawn yet (for metrics)
   snapshotSeq: 0, queuedEdits: null,
+  playCursor: null, // s: where Play starts when nothing is selected (a click with the pan tool or on the time ruler)
 };
 const list = new VirtualList($('partial-scroller'), {
   onClick: (id, add) => select(id, add),
@@ -167,6 +169,7 @@ function paint() {
     metrics.overviewDrawnAt = performance.now();
   }
   drawLayer(app.viewport);
+  placePlayhead(player.playing ? player.position() : null);
   if (app.viewport && canvas.dataset.viewportRequest !== String(app.viewport.geom.request_id)) {
     canvas.dataset.viewportRequest = String(app.viewport.geom.request_id);
     canvas.dataset.viewportMethod = app.viewport.geom.method;
@@ -176,6 +179,64 @@ function paint() {
   }
   drawRulers();
 }
+
+// ------------------------------------------------------------------------------- playback
+const player = new Player({
+  duration: () => (app.file ? app.file.duration : 0),
+  sampleRate: () => app.file.sample_rate,
+  startTime: () => playStart(),
+  onTick: (t) => followPlayhead(t),
+  onState: (on) => {
+    $('play').textContent = on ? '■ Stop' : '▶ Play';
+    $('play').setAttribute('aria-pressed', String(on));
+    if (!on) placePlayhead(null);
+  },
+  onError: (message) => showError(message),
+});
+
+// Play starts at the earliest selected partial, else at the clicked time, else at the view's left edge.
+function playStart() {
+  const sel = [...app.selected].map((id) => app.store.get(id)).filter(Boolean);
+  if (sel.length) return Math.min(...sel.map((p) => p.t0));
+  if (app.playCursor !== null && app.playCursor < app.file.duration) return app.playCursor;
+  return view.t0;
+}
+
+// The playhead (or, stopped, the play cursor) as a line over the spectrogram; moved by a CSS
+// transform, so playing never repaints the layers.
+function placePlayhead(t) {
+  const el = $('playhead');
+  const at = t === null ? app.playCursor : t;
+  if (!app.file || at === null || at < view.t0 || at > view.t1) { el.hidden = true; return; }
+  el.hidden = false;
+  el.classList.toggle('cursor', t === null);
+  el.style.transform = `translateX(${view.x(at) / app.dpr}px)`;
+  el.dataset.time = String(at);
+}
+
+// While playing, the view pages along when the playhead leaves it (long files).
+function followPlayhead(t) {
+  if (t !== null && app.file && !app.drag && (t > view.t1 || t < view.t0)) {
+    const span = view.t1 - view.t0;
+    view._setT(t - 0.02 * span, span);
+    invalidate(); invalidatePartials(); scheduleView();
+  }
+  placePlayhead(t);
+}
+
+function setPlayCursor(t) {
+  app.playCursor = Math.min(Math.max(t, 0), app.file.duration);
+  if (player.playing) player.play(app.playCursor); else placePlayhead(null);
+}
+
+$('play').addEventListener('click', (e) => { e.currentTarget.blur(); if (app.file) player.toggle(); });
+$('mix').addEventListener('input', (e) => player.setMix(parseFloat(e.target.value)));
+$('speed').addEventListener('change', (e) => { player.setSpeed(parseFloat(e.target.value)); e.target.blur(); });
+$('time-ruler').addEventListener('click', (e) => {
+  if (!app.file) return;
+  const r = e.currentTarget.getBoundingClientRect();
+  setPlayCursor(view.t((e.clientX - r.left) / r.width * canvas.width));
+});
 
 function writeCursor() {
   app.cursorFrame = null;
@@ -386,6 +447,7 @@ function onEvent(ev) {
       break;
     }
     case 'opened': {
+      player.stop(); player.prepare(); app.playCursor = null;
       $('loading').hidden = true; $('empty').hidden = true; $('error').hidden = true;
       metrics.opens = (metrics.opens || 0) + 1;
       app.file = ev.file; app.viewport = null; app.overview = null; app.shownRequest = 0; app.requestedKey = null; app.pending = [];
@@ -406,6 +468,7 @@ function onEvent(ev) {
     case 'edit': applyEdit(ev); break;
     case 'snapped': settleStroke(ev.request_id); break;
     case 'status': renderStatus(ev.status); break;
+    case 'synth': if (player.playing) player.handover(); break;
     case 'error': {
       if (ev.op === 'open') { $('loading').hidden = true; if (!app.file) $('empty').hidden = false; }
       if (ev.op === 'snap') settleStroke(ev.request_id);
@@ -499,6 +562,8 @@ canvas.addEventListener('pointerup', (e) => {
       app.box = null;
     } else if (!app.drag.moved && app.tool === 'select') {
       select(hitTest(view, app.store, x, y, 8 * app.dpr), e.shiftKey);
+    } else if (!app.drag.moved && app.drag.pan && e.button === 0) {
+      setPlayCursor(view.t(x));
     }
     app.drag = null;
   }
@@ -601,6 +666,7 @@ document.addEventListener('keydown', (e) => {
   else if (k === 'h') setTool('pan');
   else if (k === '0') $('zoom-fit').click();
   else if (k === 'escape') select(null, false);
+  else if (e.key === ' ' && app.file) { e.preventDefault(); player.toggle(); }
 });
 
 // ------------------------------------------------------------------------- files / dialogs
