@@ -2,9 +2,9 @@
 and CV audio. One partial is one note; nothing is muted, merged or split behind the user's back.
 
 Every writer takes partials as ``(K, 3)`` arrays of (time s, frequency Hz, amplitude) rows (leave
-muted partials out before calling) and writes atomically: a temporary file in the same folder,
-flushed to disk, then renamed over the target, so a failed export never leaves a half-written
-file. Files that would hold more voices than a format allows are numbered ``name_01.mid``,
+muted partials out before calling) and writes atomically
+(:func:`soma_shm.app.persistence.atomic_write`: a temporary file in the same folder, fsynced,
+renamed over the target), so a failed export never leaves a half-written file. Files that would hold more voices than a format allows are numbered ``name_01.mid``,
 ``name_02.mid``, ...; a single file keeps the given name.
 
 MIDI (Standard MIDI File type 1, 960 ticks per beat at 120 bpm, so a tick is 1/1920 s):
@@ -53,10 +53,10 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from .errors import ParameterError
+from .errors import ParameterError, SomaError
 
 __all__ = ["write_mpe", "write_multitrack", "write_mono", "write_audio", "write_cv", "MidiOptions",
-           "AMPLITUDE_TARGETS", "CURVES", "atomic_write"]
+           "AMPLITUDE_TARGETS", "CURVES"]
 
 Amplitude = Literal["pressure", "cc74", "cc1"]
 Curve = Literal["linear", "db"]
@@ -76,27 +76,12 @@ _END_BEND, _END_AMP, _OFF, _PREP_BEND, _PREP_AMP, _ON, _BEND, _AMP = range(8)
 
 
 # --------------------------------------------------------------------------------- atomic writes
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Write ``path`` through ``write(file)``: into a temporary file in the same folder, flushed
-    and fsynced, then renamed over ``path``; on any error the temporary file is removed and
-    ``path`` is left as it was."""
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise ParameterError(f"folder {str(p.parent)!r} does not exist; choose an existing folder")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p.resolve()
+def _write_bytes(path: Path, data: bytes) -> Path:
+    """Write through :func:`soma_shm.app.persistence.atomic_write` (temporary file in the same
+    folder, fsynced, renamed; nothing left behind on failure)."""
+    from .app.persistence import atomic_write
+
+    return Path(atomic_write(path, data))
 
 
 def _numbered(path: Path, count: int) -> list[Path]:
@@ -438,12 +423,14 @@ def _mido_file(track_events: list[tuple[_Events, str | None, bool]], opts: MidiO
 def _write_midi(path: Path, track_events: list[tuple[_Events, str | None, bool]], opts: MidiOptions,
                 via_mido: bool) -> Path:
     if via_mido:
-        mf = _mido_file(track_events, opts)
-        return atomic_write(path, lambda f: mf.save(file=f))
+        import io
+
+        buf = io.BytesIO()
+        _mido_file(track_events, opts).save(file=buf)
+        return _write_bytes(path, buf.getvalue())
     tracks = [_encode_track(ev, _meta_bytes(opts, name) if tempo else _meta_bytes_name(name))
               for ev, name, tempo in track_events]
-    data = _smf(tracks, opts)
-    return atomic_write(path, lambda f: f.write(data))
+    return _write_bytes(path, _smf(tracks, opts))
 
 
 def _meta_bytes_name(name: str | None) -> bytes:
@@ -583,14 +570,13 @@ def _check_audio(path: Any, sample_rate: Any, bit_depth: Any) -> tuple[Path, int
 
 
 def _write_sound(p: Path, data: np.ndarray, sample_rate: int, subtype: str) -> Path:
+    import io
+
     import soundfile as sf
 
-    fmt = "FLAC" if p.suffix.lower() == ".flac" else "WAV"
-
-    def write(f):
-        sf.write(f, data, sample_rate, subtype=subtype, format=fmt)
-
-    return atomic_write(p, write)
+    buf = io.BytesIO()
+    sf.write(buf, data, sample_rate, subtype=subtype, format="FLAC" if p.suffix.lower() == ".flac" else "WAV")
+    return _write_bytes(p, buf.getvalue())
 
 
 def write_audio(partials: Sequence[Any], path: str | os.PathLike, sample_rate: int = 48_000, bit_depth: int = 24, *,
@@ -724,21 +710,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from .app.document import SomaDocument
+    from .app.persistence import read_project
 
     targets = [args.mpe, args.midi, args.mono, args.audio, args.cv]
     if not any(targets):
         raise ParameterError("nothing to export: give at least one of --mpe, --midi, --mono, --audio, --cv")
-    doc = SomaDocument.load(args.project)
-    parts = [p.points for p in doc.partials if args.include_muted or not p.is_muted]
+    project = read_project(args.project)
+    doc = project.document
     rate, duration = args.rate, None
-    if doc.source_path and os.path.isfile(doc.source_path):
+    source = None
+    if doc.source_path:
+        from .app.persistence import locate_audio
+
         try:
-            info = sf.info(doc.source_path)
+            source = locate_audio(doc.source_path, doc.source_md5, args.project)
+        except SomaError:  # moved and not found: MIDI needs no audio
+            source = None
+    if source:
+        try:
+            info = sf.info(source)
             rate = rate or int(info.samplerate)
             duration = info.frames / info.samplerate
         except RuntimeError:
-            pass
+            source = None
+    if project.amplitudes_need_reference:  # SOMA's 0-1 amplitudes: scale by their recording's level
+        if source is None:
+            raise ParameterError(f"the project's amplitudes are relative to its recording {doc.source_path!r}, "
+                                 "which was not found; put the audio back or open and save the project in the app")
+        from .audio import load_audio
+        from .render import reference_level
+
+        x, fs = load_audio(source)
+        doc.scale_amplitudes(reference_level(x, fs))
+    parts = [p.points for p in doc.partials if args.include_muted or not p.is_muted]
     rate = rate or 48_000
     if duration is not None and parts:
         duration = max(duration, max(float(p[-1, 0]) for p in parts) + 0.01)

@@ -266,19 +266,14 @@ def test_bad_exports_raise_and_write_nothing(tmp_path):
     assert ex.write_mpe([], tmp_path / "empty.mid") == []
 
 
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    target = tmp_path / "keep.mid"
+def test_a_failed_export_keeps_the_old_file(tmp_path):
+    target = tmp_path / "keep.wav"
     target.write_bytes(b"old")
-
-    def boom(f):
-        f.write(b"half")
-        raise RuntimeError("disk gone")
-
-    with pytest.raises(RuntimeError):
-        ex.atomic_write(target, boom)
-    assert target.read_bytes() == b"old" and [x.name for x in tmp_path.iterdir()] == ["keep.mid"]
-    ex.write_mpe([glide(0.1, 0.5, 440.0)], target)
-    assert mido.MidiFile(target).tracks and [x.name for x in tmp_path.iterdir()] == ["keep.mid"]
+    with pytest.raises(ParameterError, match="at or above Nyquist"):
+        ex.write_audio([glide(0.1, 0.5, 5000.0)], target, 8000, 16)
+    assert target.read_bytes() == b"old"
+    ex.write_audio([glide(0.1, 0.5, 440.0)], target, 8000, 16)
+    assert sf.info(target).samplerate == 8000 and [x.name for x in tmp_path.iterdir()] == ["keep.wav"]
 
 
 def test_command_line_export(tmp_path):
@@ -303,6 +298,22 @@ def test_command_line_export(tmp_path):
     info = sf.info(tmp_path / "s.flac")
     assert info.samplerate == 44_100 and info.frames == int(np.ceil(3.0 * 44_100))  # the source's rate and length
     assert (tmp_path / "cv_01.wav").exists() and (tmp_path / "cv_02.wav").exists()
+    # a project SOMA wrote: amplitudes 0-1 relative to the recording, no stored reference
+    tone = tmp_path / "tone.wav"
+    sf.write(tone, (0.25 * np.sin(2 * np.pi * 440 * np.arange(2 * 44_100) / 44_100)).astype(np.float32), 44_100)
+    p = glide(0.3, 1.2, 440.0, cents_per_s=0, vib=0)
+    p[:, 2] = 1.0
+    soma = {"meta": {"format_version": "1.0.0", "app_name": "SOMA"},
+            "source": {"file_path": str(tone), "sample_rate": 44_100, "duration_sec": 2.0},
+            "analysis_settings": {}, "data": {"partials": [{"id": "p1", "is_muted": False, "color": "#ffffff",
+                                                              "points": p.tolist()}]}}
+    (tmp_path / "soma.soma").write_text(json.dumps(soma))
+    out = subprocess.run([sys.executable, "-m", "soma_shm", "export", str(tmp_path / "soma.soma"), "--audio",
+                          str(tmp_path / "soma.wav"), "--bit-depth", "32"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    y, fs = sf.read(tmp_path / "soma.wav")
+    mid = y[int(0.5 * fs):int(1.3 * fs)]
+    assert fs == 44_100 and abs(20 * np.log10(np.sqrt(2 * np.mean(mid**2)) / 0.25)) < 0.5
     bad = subprocess.run([sys.executable, "-m", "soma_shm", "export", str(tmp_path / "missing.soma"), "--mpe",
                           str(tmp_path / "z.mid")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
