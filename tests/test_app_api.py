@@ -218,6 +218,37 @@ def test_stroke_snaps_into_a_partial_with_undo_and_redo(app, opened):
     assert sorted(client.call("undo")["added"]) == sorted(ids)
 
 
+def test_state_answers_while_a_snap_result_waits_for_the_backend_lock(app, opened):
+    # The app's old deadlock, made deterministic: the engine's thread delivers a snap result to
+    # _on_snap, which waits for the backend lock; meanwhile state() holds that lock and asks the
+    # engine for its stats. The engine must answer without its supervisor thread.
+    backend, _, _ = app
+    entered = threading.Event()
+    original = backend._on_snap
+
+    def on_snap(*args):
+        entered.set()
+        original(*args)
+
+    backend._on_snap = on_snap
+    try:
+        with backend._lock:
+            backend.snap([[1.0, 440.0], [2.0, 440.0]])
+            assert entered.wait(60)
+            answer = {}
+            t = threading.Thread(target=lambda: answer.setdefault("status", backend.status()))
+            t.start()
+            t.join(10)
+            stuck = t.is_alive()
+            if not stuck:
+                assert backend.state()["status"]["snap"]["workers"] == 1
+        t.join(60)
+        assert not stuck, "state() blocked on the engine while a snap result waited for the backend lock"
+        assert answer["status"]["snap"]["done"] >= 1
+    finally:
+        del backend._on_snap
+
+
 def test_edit_tools_through_the_api(app, opened):
     """Merge, crop, erase, extend (snapped), mute: each one edit event, each undoable."""
     _, _, client = app

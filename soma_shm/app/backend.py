@@ -951,8 +951,8 @@ class _ViewScheduler:
 
     A request that need not wait is submitted by the caller's thread at once; a waiting one by
     the ``soma-app-views`` thread. Submissions are serialised (``_submit_lock``) so requests reach
-    the engine in order, and the engine's supervisor thread (which reports results holding the
-    engine's lock) only ever takes ``_cond``, never ``_submit_lock``: no lock-order cycle.
+    the engine in order. The engine reports results holding no lock of its own (docs/design.md,
+    "Supervisor and lock order"), and its thread only ever takes ``_cond`` here.
     """
 
     def __init__(self, backend: "AppBackend") -> None:

@@ -1,0 +1,295 @@
+"""Recovery and lock discipline: the crash matrix, stopped workers, lock order, futures, results
+that own their arrays, dropped engines, cost bounds, and workers that need only soma_shm."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import soma_shm
+from soma_shm.ipc.shm import list_segments, run_prefix
+from tests import worker_tasks as wt
+from tests.conftest import worker_processes
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+VIEW = (1.0, 2.0, 100.0, 5_000.0, 64, 32)
+
+
+def _wait(predicate, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _busy(eng, role: str = "viewport") -> int:
+    _wait(lambda: eng.stats()[role]["busy_pid"] is not None, what=f"a busy {role} worker")
+    return eng.stats()[role]["busy_pid"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ")[1][:1] in (b"Z", b"X")
+    except FileNotFoundError:
+        return True
+
+
+# ----------------------------------------------------------------------------- crash matrix
+SIGNALS = [signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP]
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+@pytest.mark.parametrize("spares", [True, False])
+def test_crash_matrix_then_an_immediate_request_succeeds(tone, method, spares):
+    """SIGKILL, SIGTERM or SIGSTOP of the busy, an idle or the spare worker; the request made
+    right after must succeed, and the role gets back its workers."""
+    x, fs = tone
+    targets = ["busy", "idle", "spare"] if spares else ["busy", "idle"]
+    signals = SIGNALS if method == "forkserver" else [signal.SIGKILL]  # spawn: seconds per start
+    wanted = 2 if spares else 1
+    with soma_shm.Engine(start_method=method, spares=spares, timeout=120) as eng:
+        eng.open(x, sample_rate=fs)
+        for sig in signals:
+            for target in targets:
+                assert eng.wait_ready(120), (sig, target)
+                blocker = None
+                if target == "idle":
+                    victim = eng.stats()["viewport"]["idle_pids"][0]  # the one the next request gets
+                else:
+                    blocker = wt.submit(eng, "viewport", "sleep", seconds=30.0)
+                    busy = _busy(eng)
+                    victim = busy if target == "busy" else eng.stats()["viewport"]["idle_pids"][0]
+                os.kill(victim, sig)
+                res = eng.submit_viewport(*VIEW).result(timeout=120)  # supersedes the blocker
+                assert res.image.shape == (32, 64), (sig, target)
+                if blocker is not None:
+                    with pytest.raises((soma_shm.RequestCancelled, soma_shm.WorkerCrashed)):
+                        blocker.result(timeout=60)
+                _wait(lambda: victim not in eng.worker_pids() and _gone(victim), 60, f"{sig!r} {target} reaped")
+                assert len(eng.worker_pids("viewport")) <= wanted
+        assert eng.wait_ready(120)
+        assert eng.stats()["viewport"]["crashes"] >= 1
+
+
+def test_requests_right_after_an_idle_worker_is_killed_all_succeed(tone):
+    x, fs = tone
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        for i in range(10):
+            assert eng.wait_ready(60)
+            os.kill(eng.stats()["snap"]["idle_pids"][0], signal.SIGKILL)
+            points = eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60).points
+            assert points.shape == (101, 3), i
+        assert eng.stats()["snap"]["crashes"] == 10 and eng.stats()["snap"]["errors"] == 0
+
+
+def test_a_stopped_busy_worker_is_killed_and_queued_requests_proceed(tone):
+    x, fs = tone
+    with soma_shm.Engine(spares=True, timeout=300) as eng:
+        eng.open(x, sample_rate=fs)
+        blocker = wt.submit(eng, "snap", "sleep", seconds=60.0)
+        busy = _busy(eng, "snap")
+        os.kill(busy, signal.SIGSTOP)
+        waiting = eng.submit_snap([(1.0, 440.0), (2.0, 440.0)])  # queued behind the stopped one
+        with pytest.raises(soma_shm.WorkerCrashed, match=r"stopped \(SIGSTOP\)") as ei:
+            blocker.result(timeout=60)
+        assert ei.value.exitcode == -signal.SIGKILL
+        assert waiting.result(timeout=60).points.shape == (101, 3)
+        _wait(lambda: _gone(busy), what="the stopped worker gone")
+        assert eng.wait_ready(60)
+    # close() no longer waits seconds per stuck worker: everything was reaped (no_leaks).
+
+
+def test_close_with_stopped_workers_kills_them(tone):
+    x, fs = tone
+    eng = soma_shm.Engine(spares=True)
+    eng.open(x, sample_rate=fs)
+    assert eng.wait_ready(60)
+    pids = eng.worker_pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    eng.close()
+    assert all(_gone(pid) for pid in pids)
+
+
+# ------------------------------------------------------------------------------ lock order
+def test_the_engine_answers_while_a_callback_waits_for_the_callers_lock(tone):
+    """The app's deadlock, made deterministic: a thread holds its own lock and calls the engine
+    while the engine's supervisor thread runs a result callback that waits for that lock."""
+    x, fs = tone
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        app_lock = threading.Lock()
+        in_callback = threading.Event()
+        delivered = []
+
+        def on_result(result):  # like AppBackend._on_snap
+            in_callback.set()
+            with app_lock:
+                delivered.append(result)
+
+        with app_lock:  # like AppBackend.state() asking the engine for stats
+            eng.submit_snap([(1.0, 440.0), (2.0, 440.0)], on_result=on_result)
+            assert in_callback.wait(60)
+            answers = {}
+
+            def use_the_engine():
+                answers["stats"] = eng.stats()["snap"]["done"]
+                answers["pids"] = eng.worker_pids()
+                h = eng.submit_viewport(*VIEW)
+                answers["cancelled"] = h.cancel() and eng.cancel() == 0
+                answers["handle"] = h
+
+            t = threading.Thread(target=use_the_engine)
+            t.start()
+            t.join(10)
+            stuck = t.is_alive()
+        t.join(60)
+        assert not stuck, "the engine blocked while its supervisor ran a callback: lock-order cycle"
+        assert answers["stats"] == 1 and answers["cancelled"]
+        with pytest.raises(soma_shm.RequestCancelled):
+            answers["handle"].result(timeout=10)
+        _wait(lambda: len(delivered) == 1, what="the callback to finish")
+        assert delivered[0].points.shape == (101, 3)
+
+
+def test_handles_are_futures_and_cancelled_is_a_cancelled_error(tone):
+    x, fs = tone
+    with soma_shm.Engine() as eng:
+        eng.open(x, sample_rate=fs)
+        handles = [eng.submit_snap([(1.0, 430.0 + i), (2.0, 440.0)]) for i in range(3)]
+        assert all(isinstance(h, cf.Future) for h in handles)
+        done, not_done = cf.wait(handles, timeout=60)
+        assert len(done) == 3 and not not_done
+        assert sorted(h.result().request_id for h in cf.as_completed(handles, timeout=60)) == \
+            [h.request_id for h in handles]
+        slow = wt.submit(eng, "snap", "sleep", seconds=30.0)
+        assert slow.cancel() and slow.cancelled() and not slow.cancel()
+        with pytest.raises(cf.CancelledError):
+            slow.result(timeout=10)
+        assert isinstance(slow.exception(), soma_shm.RequestCancelled)
+
+
+# ----------------------------------------------------------------------------------- results
+def test_result_arrays_never_change_when_their_slot_is_reused(tone):
+    x, fs = tone
+    with soma_shm.Engine(viewport_slots=1) as eng:
+        eng.open(x, sample_rate=fs)
+        first = eng.submit_viewport(0.5, 1.5, 100, 5_000, 200, 100, magnitude=True).result(timeout=60)
+        image, magnitude = first.image, first.magnitude
+        kept_image, kept_mag = image.copy(), magnitude.copy()
+        for i in range(4):  # the one slot is written again and again
+            other = wt.submit(eng, "viewport", "pattern", height=100, width=200, value=200 + i, row_delay=0.0)
+            assert (other.result(timeout=60).image == 200 + i).all()
+        np.testing.assert_array_equal(image, kept_image)
+        np.testing.assert_array_equal(magnitude, kept_mag)
+        assert not image.flags.writeable and not np.shares_memory(image, other.result().image)
+
+
+def test_worker_errors_arrive_as_themselves_with_the_remote_traceback(tone):
+    x, fs = tone
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        with pytest.raises(soma_shm.WorkerError, match="RuntimeError: requested failure") as ei:
+            wt.submit(eng, "snap", "fail").result(timeout=60)
+        cause = ei.value.__cause__
+        assert isinstance(cause, RuntimeError) and "requested failure" in str(cause)
+        assert "worker_tasks.py" in str(cause.__cause__) and "in fail" in ei.value.remote_traceback
+
+
+# ------------------------------------------------------------------------------- cost bound
+def test_a_request_costing_too_much_memory_is_refused_before_it_starts(tone):
+    x, fs = tone
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        before = eng.stats()["viewport"]["requests"]
+        with pytest.raises(soma_shm.ParameterError,
+                           match=r"fmin=0.003 Hz .* about 7\.\d+ GiB .* raise fmin to at least 0\.0\d+ Hz"):
+            eng.submit_viewport(1.0, 2.0, 0.003, 5_000, 64, 32)
+        with pytest.raises(soma_shm.ParameterError, match="fmin=1e-06 Hz"):
+            eng.submit_viewport(1.0, 2.0, 1e-6, 5_000, 64, 32)
+        with pytest.raises(soma_shm.ParameterError, match="lowest frequency the snap searches"):
+            eng.submit_snap([(1.0, 0.002), (2.0, 0.002)])
+        assert eng.stats()["viewport"]["requests"] == before  # nothing reached a worker
+        # Just inside the bound it is computed; a smaller limit refuses it.
+        ok = soma_shm.render.request_cost("cwt", fs, 1.0, 2.0, 1.0)
+        assert ok < eng.options.max_request_bytes
+        assert eng.submit_viewport(1.0, 2.0, 1.0, 5_000, 64, 32).result(timeout=120).image.shape == (32, 64)
+    with soma_shm.Engine(spares=False, max_request_bytes=ok - 1) as eng:
+        eng.open(x, sample_rate=fs)
+        with pytest.raises(soma_shm.ParameterError, match="raise EngineOptions.max_request_bytes"):
+            eng.submit_viewport(1.0, 2.0, 1.0, 5_000, 64, 32)
+
+
+# ------------------------------------------------------------------------ dropped engines
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_an_engine_dropped_without_close_leaves_nothing(tone):
+    x, fs = tone
+    with soma_shm.Engine(spares=False) as warm:  # the forkserver and its pipes exist before counting
+        warm.open(x, sample_rate=fs)
+        warm.submit_viewport(*VIEW).result(timeout=60)
+    gc.collect()
+    fds, procs = _fds(), {p.pid for p in worker_processes()}
+
+    def use_and_drop():
+        eng = soma_shm.Engine(spares=True)
+        eng.open(x, sample_rate=fs)
+        eng.submit_viewport(*VIEW).result(timeout=60)
+        eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60)
+        assert eng.wait_ready(60) and len(eng.worker_pids()) == 4
+        return eng.worker_pids()
+
+    pids = use_and_drop()
+    gc.collect()
+    _wait(lambda: all(_gone(p) for p in pids), what="the dropped engine's workers to exit")
+    _wait(lambda: not list_segments(run_prefix()), what="the dropped engine's segments to go")
+    assert {p.pid for p in worker_processes()} <= procs
+    _wait(lambda: _fds() <= fds, 10, f"file descriptors back to {fds} (now {_fds()})")
+
+
+# --------------------------------------------------------------------- workers need soma_shm
+_SCRIPT = """
+import numpy as np, soma_shm
+eng = soma_shm.Engine(spares=False, start_method={method!r})
+eng.open(np.sin(np.arange(48000) * 0.0576).astype(np.float32), sample_rate=48000)
+res = eng.submit_viewport(0.1, 0.9, 100, 5000, 40, 20).result(timeout=120)
+snap = eng.submit_snap([(0.2, 440.0), (0.8, 440.0)]).result(timeout=120)
+print("ok", res.image.shape, snap.points.shape[0], len(eng.worker_pids()))
+eng.close()
+"""
+
+
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
+def test_a_script_piped_to_python_dash_uses_an_engine(method):
+    out = subprocess.run([sys.executable, "-"], input=_SCRIPT.format(method=method), capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "ok (20, 40) 61 2"
+
+
+def test_an_unguarded_script_is_not_run_again_by_the_workers(tmp_path):
+    marker = tmp_path / "runs"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        f"with open({str(marker)!r}, 'a') as f:\n    f.write('run\\n')\n" + textwrap.dedent(_SCRIPT.format(method="spawn"))
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok (20, 40)")
+    assert marker.read_text() == "run\n"  # only the script itself ran it, no worker
