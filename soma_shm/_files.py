@@ -35,6 +35,31 @@ class Opened:
     pyramid: Any = None
     pyramid_build_s: float = 0.0
 
+    def pyramid_stats(self) -> dict | None:
+        pyr = self.pyramid
+        return None if pyr is None else {
+            "bytes": pyr.nbytes, "levels": len(pyr.layout.blocks), "build_s": self.pyramid_build_s,
+            "frames_per_block": pyr.layout.frames_per_block,
+        }
+
+    def overview(self, width: int, height: int, fmin: float, fmax: float | None, settings, pyramid):
+        """The whole file as a pooled STFT image (see :meth:`soma_shm.Engine.overview`)."""
+        from . import render
+        from .results import ImageResult
+
+        duration = self.frames / self.sample_rate
+        fmax = min(0.5 * self.sample_rate, 20_000.0) if fmax is None else fmax
+        t = time.perf_counter()
+        if pyramid is not None:
+            mag = pyramid.image(0.0, duration, fmin, fmax, width, height, settings)
+        else:
+            mag = render.stft_image(self.samples, self.sample_rate, 0.0, duration, fmin, fmax, width, height,
+                                    settings, check_finite=False)
+        t_k = time.perf_counter() - t
+        image = render.tone_map(mag, self.reference, settings)
+        return ImageResult(image, mag, 0.0, duration, fmin, fmax, "stft", self.reference,
+                           {"kernel_s": t_k, "total_s": time.perf_counter() - t, "pyramid": pyramid is not None})
+
     def discard(self) -> None:
         """Close and unlink the blocks (the views first)."""
         self.samples = self.pyramid = None

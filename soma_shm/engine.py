@@ -1,13 +1,9 @@
 """The Engine: one open file in shared memory, persistent workers, terminate-and-respawn.
 
-Processes and roles (``docs/design.md``, "Processes and roles"): the main process (the caller,
-e.g. the UI) owns every shared block, decodes the file into the audio block and computes the
-overview in-process (the kernels release the GIL); the roles of
-:data:`soma_shm.ipc.protocol.ROLES` run in workers: ``viewport`` (latest request wins: a
-superseded computation is stopped by terminating its process) and ``snap`` (requests queue,
-bounded). This class is a facade: it validates in the caller's thread and hands requests to the
+A facade (``docs/design.md``, "Processes and roles"): it owns the open file's blocks, makes the
+overview in-process, validates requests in the caller's thread and hands them to the
 :class:`soma_shm.ipc.supervisor.Supervisor`, whose thread alone owns workers, queues, slots and
-deadlines.
+deadlines of the roles in :data:`soma_shm.ipc.protocol.ROLES`.
 """
 
 from __future__ import annotations
@@ -183,21 +179,8 @@ class Engine:
         reference, so brightness never jumps while zooming.
         """
         self._check_open()
-        info = self._info
-        fmax = min(0.5 * info.sample_rate, 20_000.0) if fmax is None else fmax
-        from . import render
-
-        t = time.perf_counter()
-        pyramid = self._pyramid_for("stft", math.inf)
-        if pyramid is not None:
-            mag = pyramid.image(0.0, info.duration, fmin, fmax, width, height, self.settings)
-        else:
-            mag = render.stft_image(self._files["open"].samples, info.sample_rate, 0.0, info.duration, fmin, fmax,
-                                    width, height, self.settings, check_finite=False)
-        t_k = time.perf_counter() - t
-        image = render.tone_map(mag, self.amp_reference, self.settings)
-        return ImageResult(image, mag, 0.0, info.duration, fmin, fmax, "stft", self.amp_reference,
-                           {"kernel_s": t_k, "total_s": time.perf_counter() - t, "pyramid": pyramid is not None})
+        return self._files["open"].overview(width, height, fmin, fmax, self.settings,
+                                            self._pyramid_for("stft", math.inf))
 
     def submit_viewport(self, t0: float, t1: float, fmin: float, fmax: float, width: int, height: int,
                         on_result: Callable[[Any], Any] | None = None, magnitude: bool = False,
@@ -235,8 +218,7 @@ class Engine:
         if pyramid is None:
             from .render import check_cost
 
-            check_cost(method, info.sample_rate, t0, t1, fmin, fmax, width, height, self.settings,
-                       o.max_request_bytes, "EngineOptions.max_request_bytes")
+            check_cost(method, info.sample_rate, t0, t1, fmin, self.settings, o.max_request_bytes)
         params = dict(t0=t0, t1=t1, fmin=fmin, fmax=fmax, width=width, height=height, method=method,
                       settings=self.settings, amp_reference=self.amp_reference, magnitude=bool(magnitude),
                       pyramid=None if pyramid is None else self._files["open"].pyramid_block.desc())
@@ -252,12 +234,9 @@ class Engine:
         """
         self._check_open()
         pts = _validate.trace(trace, self._info.sample_rate, self._info.duration)
-        from .render import check_cost
+        from .render import check_snap_cost
 
-        lowest = float(pts[:, 1].min()) * 2.0 ** -self.settings.freq_window_octaves  # the search's floor
-        check_cost("cwt", self._info.sample_rate, float(pts[0, 0]), float(pts[-1, 0]), lowest, 0.0, 0, 0,
-                   self.settings, self.options.max_request_bytes, "EngineOptions.max_request_bytes",
-                   what="the lowest frequency the snap searches (the trace's lowest minus freq_window_octaves)")
+        check_snap_cost(pts, self._info.sample_rate, self.settings, self.options.max_request_bytes)
         params = dict(trace=pts, settings=self.settings)
         return self._submit("snap", params, lambda rid, payload, t: SnapResult(rid, payload, pts, t), on_result)
 
@@ -277,11 +256,7 @@ class Engine:
         out["start_method"] = self.options.method
         out["generation"] = self._generation
         opened = self._files.get("open")
-        pyr = None if opened is None else opened.pyramid
-        out["pyramid"] = None if pyr is None else {
-            "bytes": pyr.nbytes, "levels": len(pyr.layout.blocks), "build_s": opened.pyramid_build_s,
-            "frames_per_block": pyr.layout.frames_per_block,
-        }
+        out["pyramid"] = None if opened is None else opened.pyramid_stats()
         return out
 
     def worker_pids(self, role: Role | None = None) -> list[int]:
@@ -291,14 +266,12 @@ class Engine:
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Block until every role has its ready workers (useful before measuring latency)."""
-        deadline = time.monotonic() + timeout
-        wanted = 2 if self.options.spares else 1
-        while time.monotonic() < deadline:
-            st = self._sup.stats()
-            if all(st[name]["ready"] >= wanted for name in self._sup.roles):
-                return True
+        deadline, wanted = time.monotonic() + timeout, 2 if self.options.spares else 1
+        while not all(s["ready"] >= wanted for name, s in self._sup.stats().items()):
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.005)
-        return False
+        return True
 
     def close(self) -> None:
         """Cancel everything, stop the workers, unlink every shared block. Safe to call twice."""

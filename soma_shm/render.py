@@ -333,8 +333,9 @@ def request_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: fl
     return int(CWT_BYTES_PER_SAMPLE * ((t1 - t0) * sample_rate + 2.0 * pad))
 
 
-def check_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: float, fmax: float, width: int,
-               height: int, settings: AnalysisSettings | None, limit: int, option: str, what: str = "fmin") -> None:
+def check_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: float,
+               settings: AnalysisSettings | None, limit: int, option: str = "EngineOptions.max_request_bytes",
+               what: str = "fmin") -> None:
     """Raise ParameterError if :func:`request_cost` exceeds ``limit`` bytes, naming the lowest
     ``fmin`` (or the widest window) that fits and the ``option`` that raises the limit."""
     cost = request_cost(method, sample_rate, t0, t1, fmin, settings)
@@ -353,3 +354,13 @@ def check_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: floa
         f"{cost / gib:.2f} GiB of working memory (a wavelet's length grows as 1/fmin; the limit is "
         f"{limit / gib:.2f} GiB); {fix}, or raise {option}"
     )
+
+
+def check_snap_cost(points: np.ndarray, sample_rate: float, settings: AnalysisSettings | None, limit: int,
+                    option: str = "EngineOptions.max_request_bytes") -> None:
+    """:func:`check_cost` for snapping validated trace ``points`` (the CWT over the trace's span,
+    down to the lowest frequency the snap searches)."""
+    s = _validate.settings_or_default(settings)
+    lowest = float(points[:, 1].min()) * 2.0 ** -s.freq_window_octaves
+    check_cost("cwt", sample_rate, float(points[0, 0]), float(points[-1, 0]), lowest, s, limit, option,
+               what="the lowest frequency the snap searches (the trace's lowest minus freq_window_octaves)")

@@ -107,6 +107,84 @@ class _RoleState:
              "bytes_sent", "bytes_received", "messages_sent", "messages_received"), 0)
         self.stats["spawn_to_ready_s"] = []
 
+    def next_timer(self) -> float:
+        """The nearest deadline of this role's request, queue and workers."""
+        t = math.inf
+        if self.current is not None:
+            t = min(self.current.deadline, math.inf if self.current.acked else self.current.ack_by)
+        if self.queue:
+            t = min(t, min(q.queue_deadline for q in self.queue))
+        for w in self.workers:
+            t = min(t, w.kill_at, math.inf if w.ready or w.dying else w.started + START_TIMEOUT_S)
+        return t
+
+    def stopped_workers(self, now: float) -> list[tuple[_Worker, str]]:
+        """Workers to SIGKILL because they are stopped: at once if dying, else after a grace."""
+        out = []
+        for w in self.workers:
+            if w.killed:
+                continue
+            if launch.state(w.pid) != "stopped":
+                w.stopped_since = None
+            elif w.dying:
+                out.append((w, ""))
+            elif w.stopped_since is None:
+                w.stopped_since = now
+            elif now - w.stopped_since >= STOPPED_GRACE_S:
+                out.append((w, f"it was stopped (SIGSTOP) for {now - w.stopped_since:.1f} s"))
+        return out
+
+    def lease(self, req: Request) -> bool:
+        """Lease a free slot to ``req`` (False if every slot is taken)."""
+        free = [i for i, o in enumerate(self.slot_owner) if o is None]
+        if not free:
+            return False
+        req.slot = free[0]
+        req.slot_gen = self.ring.lease(req.slot, req.id)
+        self.slot_owner[req.slot] = req
+        log.debug("lease role=%s slot=%d request=%d generation=%d", self.name, req.slot, req.id, req.slot_gen)
+        return True
+
+    def free(self, req: Request, bump: bool = False) -> None:
+        """Give ``req``'s slot back (``bump``: with a new generation, after a failure or a death)."""
+        if 0 <= req.slot < len(self.slot_owner) and self.slot_owner[req.slot] is req:
+            self.slot_owner[req.slot] = None
+            self.ring.free(req.slot, bump=bump)
+            log.debug("release role=%s slot=%d request=%d bump=%s", self.name, req.slot, req.id, bump)
+        req.slot = -1
+
+    def start_worker(self, ctx, options) -> None:
+        from .worker import worker_main
+
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        started = time.perf_counter()
+        proc = launch.start(ctx, worker_main, (child_conn, self.name, options.level(), options.log_file,
+                                                options.worker_threads), name=f"soma-shm-{self.name}")
+        child_conn.close()
+        self.workers.append(_Worker(self.name, proc, parent_conn, started))
+        self.started += 1
+        respawn = self.started > (2 if options.spares else 1)
+        self.stats["respawns"] += respawn
+        log.debug("%s role=%s pid=%d method=%s", "respawn" if respawn else "spawn", self.name, proc.pid,
+                  options.method)
+
+    def snapshot(self) -> dict:
+        """Counters and state for callers (a copy)."""
+        s = dict(self.stats)
+        s["spawn_to_ready_s"] = list(self.stats["spawn_to_ready_s"])
+        s["workers"] = [w.pid for w in self.workers]
+        s["busy"] = self.current is not None
+        s["busy_pid"] = self.current.worker.pid if self.current is not None else None
+        live = [w for w in self.workers if w.ready and not w.dying]
+        s["idle_pids"] = [w.pid for w in live if w.request is None]
+        s["ready"] = len(live)
+        s["queued"] = len(self.queue)
+        s["preloaded"] = [w.preloaded for w in live]
+        s["slots"] = {"total": len(self.slot_owner), "computing": sum(o is not None for o in self.slot_owner),
+                      "capacity_bytes": 0 if self.ring is None else self.ring.capacity}
+        return s
+
+
 
 class Supervisor:
     """Owns the workers of every role; see the module docstring.
@@ -261,14 +339,7 @@ class Supervisor:
 
     def _next_timer(self) -> float:
         t = self._next_sweep if any(r.workers for r in self._roles.values()) else math.inf
-        for r in self._roles.values():
-            if r.current is not None:
-                t = min(t, r.current.deadline, math.inf if r.current.acked else r.current.ack_by)
-            if r.queue:
-                t = min(t, min(q.queue_deadline for q in r.queue))
-            for w in r.workers:
-                t = min(t, w.kill_at, math.inf if w.ready or w.dying else w.started + START_TIMEOUT_S)
-        return t
+        return min([t] + [r.next_timer() for r in self._roles.values()])
 
     # ------------------------------------------------------------------ requests
     def _accept(self, req: Request) -> None:
@@ -329,7 +400,7 @@ class Supervisor:
                     self._reap(r, w)
                 continue
             req = r.queue[0]
-            if r.ring is not None and not self._lease(r, req):
+            if r.ring is not None and not r.lease(req):
                 return  # every slot still belongs to a terminated worker not reaped yet
             r.queue.popleft()
             now = time.perf_counter()
@@ -381,7 +452,7 @@ class Supervisor:
                 self._done(r, req, msg)
             elif isinstance(msg, Failed):
                 w.request = r.current = None
-                self._free(r, req, bump=True)
+                r.free(req, bump=True)
                 r.stats["errors"] += 1
                 err = msg.error
                 if not isinstance(err, SomaError):
@@ -400,11 +471,11 @@ class Supervisor:
         if msg.slot >= 0:
             if (msg.slot, msg.generation) != (req.slot, req.slot_gen) or not r.ring.check(req.slot, req.id, req.slot_gen):
                 r.stats["errors"] += 1
-                self._free(r, req, bump=True)
+                r.free(req, bump=True)
                 self._fail(req, WorkerError(f"{r.name} request {req.id}: the result slot did not check out (stale)"))
                 return
             payload = _read_slot(r.ring, req.slot, r.role.slot_kind, req.params)
-        self._free(r, req)
+        r.free(req)
         r.stats["done"] += 1
         log.debug("done role=%s request=%d slot=%d total=%.1fms", r.name, req.id, msg.slot, timings["total_s"] * 1e3)
         self._forget(req)
@@ -416,24 +487,6 @@ class Supervisor:
             self._out.append((req.future, None, exc))
             return
         self._out.append((req.future, value, None))
-
-    # ------------------------------------------------------------------ slots
-    def _lease(self, r: _RoleState, req: Request) -> bool:
-        free = [i for i, o in enumerate(r.slot_owner) if o is None]
-        if not free:
-            return False
-        req.slot = free[0]
-        req.slot_gen = r.ring.lease(req.slot, req.id)
-        r.slot_owner[req.slot] = req
-        log.debug("lease role=%s slot=%d request=%d generation=%d", r.name, req.slot, req.id, req.slot_gen)
-        return True
-
-    def _free(self, r: _RoleState, req: Request, bump: bool = False) -> None:
-        if 0 <= req.slot < len(r.slot_owner) and r.slot_owner[req.slot] is req:
-            r.slot_owner[req.slot] = None
-            r.ring.free(req.slot, bump=bump)
-            log.debug("release role=%s slot=%d request=%d bump=%s", r.name, req.slot, req.id, bump)
-        req.slot = -1
 
     # ------------------------------------------------------------------ workers
     def _ensure_workers(self, r: _RoleState) -> None:
@@ -447,22 +500,7 @@ class Supervisor:
             return
         wanted = 2 if self.options.spares else 1
         while len(r.workers) < wanted:  # a dying worker still counts: never more than `wanted`
-            self._start_worker(r)
-
-    def _start_worker(self, r: _RoleState) -> None:
-        from .worker import worker_main
-
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        o = self.options
-        started = time.perf_counter()
-        proc = launch.start(self._ctx, worker_main, (child_conn, r.name, o.level(), o.log_file, o.worker_threads),
-                            name=f"soma-shm-{r.name}")
-        child_conn.close()
-        r.workers.append(_Worker(r.name, proc, parent_conn, started))
-        r.started += 1
-        respawn = r.started > (2 if o.spares else 1)
-        r.stats["respawns"] += respawn
-        log.debug("%s role=%s pid=%d method=%s", "respawn" if respawn else "spawn", r.name, proc.pid, o.method)
+            r.start_worker(self._ctx, self.options)
 
     def _terminate(self, r: _RoleState, why: str) -> None:
         """Stop the computing request by terminating its worker (its future is resolved already).
@@ -519,17 +557,8 @@ class Supervisor:
         if now >= self._next_sweep:
             self._next_sweep = now + LIVENESS_S
             for r in self._roles.values():
-                for w in r.workers:
-                    if w.killed:
-                        continue
-                    if launch.state(w.pid) != "stopped":
-                        w.stopped_since = None
-                    elif w.dying:
-                        self._kill(w, "")
-                    elif w.stopped_since is None:
-                        w.stopped_since = now
-                    elif now - w.stopped_since >= STOPPED_GRACE_S:
-                        self._kill(w, f"it was stopped (SIGSTOP) for {now - w.stopped_since:.1f} s")
+                for w, reason in r.stopped_workers(now):
+                    self._kill(w, reason)
 
     def _reap(self, r: _RoleState, w: _Worker) -> None:
         """The process is gone (or being killed): account for it and its request, release it."""
@@ -544,7 +573,7 @@ class Supervisor:
             except (OSError, ValueError):
                 pass
         if w.dying_request is not None:
-            self._free(r, w.dying_request, bump=True)  # confirmed dead: a new generation first
+            r.free(w.dying_request, bump=True)  # confirmed dead: a new generation first
             w.dying_request = None
         crashed = not w.dying or bool(w.kill_reason)
         if not w.ready and (not w.dying or w.kill_reason):
@@ -559,7 +588,7 @@ class Supervisor:
             return
         if r.current is req:
             r.current = None
-        self._free(r, req, bump=True)
+        r.free(req, bump=True)
         if req.future.done():
             self._forget(req)
         elif not req.acked and req.tries < MAX_TRIES and not self._closing:
@@ -598,21 +627,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ state for callers
     def _publish(self) -> None:
-        snap: dict[str, Any] = {}
-        for name, r in self._roles.items():
-            s = dict(r.stats)
-            s["spawn_to_ready_s"] = list(r.stats["spawn_to_ready_s"])
-            s["workers"] = [w.pid for w in r.workers]
-            s["busy"] = r.current is not None
-            s["busy_pid"] = r.current.worker.pid if r.current is not None else None
-            live = [w for w in r.workers if w.ready and not w.dying]
-            s["idle_pids"] = [w.pid for w in live if w.request is None]
-            s["ready"] = len(live)
-            s["queued"] = len(r.queue)
-            s["preloaded"] = [w.preloaded for w in live]
-            s["slots"] = {"total": len(r.slot_owner), "computing": sum(o is not None for o in r.slot_owner),
-                          "capacity_bytes": 0 if r.ring is None else r.ring.capacity}
-            snap[name] = s
+        snap = {name: r.snapshot() for name, r in self._roles.items()}
         with self._snap_lock:
             self._snapshot = snap
 
