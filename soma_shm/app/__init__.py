@@ -10,6 +10,7 @@ What lives here:
   server-sent events) on 127.0.0.1 with a per-run token.
 - ``window.py`` - the pywebview (Qt) window; GUI imports stay inside its functions.
 - ``cli.py`` - ``soma-shm app [FILE]`` and ``soma-shm serve [FILE] [--port N]``.
+- ``initial.py`` - opening the FILE given on the command line (used by both modes).
 - ``static/`` - the page: plain ES modules and Canvas 2D, no build step (``main.js`` wiring and
   tools, ``view.js`` geometry and rulers, ``colormap.js`` the LUT, ``api.js`` transport).
 

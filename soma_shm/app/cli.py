@@ -25,17 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_serve)
 
 
-def _open_initial(backend, path: str | None) -> None:
-    if not path:
-        return
-    if path.lower().endswith(".soma"):
-        backend.load_project(path)
-    else:
-        backend.open_file(path)
-
-
 def run_serve(args: argparse.Namespace) -> int:
     from .backend import AppBackend
+    from .initial import open_initial
     from .server import AppServer
 
     stop = threading.Event()
@@ -47,7 +39,7 @@ def run_serve(args: argparse.Namespace) -> int:
         server = AppServer(backend, port=args.port).start()
         try:
             print(server.url, flush=True)
-            _open_initial(backend, args.file)
+            open_initial(backend, args.file)
             print("serving on 127.0.0.1 only; press Ctrl+C to stop", file=sys.stderr, flush=True)
             try:
                 while not stop.wait(0.5):

@@ -59,7 +59,7 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
     import webview
 
     from .backend import AppBackend
-    from .cli import _open_initial
+    from .initial import open_initial
     from .server import AppServer
 
     backend = AppBackend()
@@ -75,12 +75,12 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
     def started() -> None:
         threading.Thread(target=_pusher, args=(window, events, stop), daemon=True, name="soma-app-push").start()
         if self_test is None:
-            _open_initial(backend, path)
+            open_initial(backend, path)
             return
         t0 = time.perf_counter()
         try:
             if path:
-                _open_initial(backend, path)
+                open_initial(backend, path)
             else:
                 backend.open_demo(4.0)
             deadline = t0 + self_test
