@@ -18,14 +18,24 @@ Targets (issue 5): no long task over 50 ms during the storm; last zoom -> CWT im
 within kernel time + 150 ms for a 2 s window; open a 10-minute 48 kHz file -> overview on
 screen <= 1.5 s.
 
+``--edits``: the same recording with a project of ``--partials`` (10,000) partials, on this
+tree's page and, side by side, on the page of ``--old-ref`` (the app before edits travelled as
+deltas; ``none`` skips it): project load -> partials on screen, pencil stroke -> partial on
+screen, Delete -> gone from screen, frame gaps and the page's longest draw while panning a 60 s
+window and dragging over the whole file. Targets (issue 13): stroke <= 100 ms, delete <= 50 ms,
+load <= 1 s, frames <= 16 ms.
+
 Usage::
 
     python perf/bench_ui.py [--repeats 5] [--seconds 600]
+    python perf/bench_ui.py --edits [--partials 10000] [--edit-repeats 5] [--old-repeats 2] [--old-ref REF]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,6 +47,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import _util  # noqa: E402
+import numpy as np  # noqa: E402
 
 FS = 48_000
 CHROMIUM = "/usr/bin/chromium"
@@ -176,7 +187,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=600.0, help="recording length (default 10 minutes)")
+    ap.add_argument("--edits", action="store_true", help="the editing figures at --partials partials instead")
+    ap.add_argument("--partials", type=int, default=10_000)
+    ap.add_argument("--edit-repeats", type=int, default=5)
+    ap.add_argument("--old-repeats", type=int, default=2)
+    ap.add_argument("--old-ref", default="", help="git ref of the older app to compare with; 'none' to skip")
     args = ap.parse_args()
+    if args.edits:
+        return main_edits(args)
     import soundfile as sf
     from playwright.sync_api import sync_playwright
 
@@ -251,6 +269,270 @@ def main() -> int:
                                               "storms": storms})
     print(f"wrote {out}")
     return 0
+
+
+# ------------------------------------------------------------------------- 10,000 partials
+# Measured the same way on the page of this tree and on the page of an older tree (``--old-ref``,
+# by default the commit before edits travelled as deltas), both served by this tree's engine:
+# what a person sees, from the input to the frame that shows its result (``partial-count`` in the
+# list and one more animation frame, so the drawing of that frame is done).
+EDIT_HELPERS = """() => {
+  window.__edit = { upAt: 0, keyAt: 0, recording: false, gaps: [], last: performance.now() };
+  window.addEventListener('pointerup', () => { window.__edit.upAt = performance.now(); }, true);
+  window.addEventListener('keydown', () => { window.__edit.keyAt = performance.now(); }, true);
+  const loop = (t) => { const b = window.__edit; if (b.recording) b.gaps.push(t - b.last); b.last = t; requestAnimationFrame(loop); };
+  requestAnimationFrame(loop);
+  // Resolves in the animation frame after the list's count became n: that frame's drawing (the
+  // app's, asked for in the same task that changed the count) has run by then.
+  window.__waitCount = (n, timeoutMs) => new Promise((resolve, reject) => {
+    const el = document.querySelector('[data-testid=partial-count]');
+    const done = () => requestAnimationFrame(() => resolve(performance.now()));
+    if (el.textContent === String(n)) { done(); return; }
+    const timer = setTimeout(() => { mo.disconnect(); reject(new Error(`partial count ${el.textContent}, expected ${n}`)); }, timeoutMs);
+    const mo = new MutationObserver(() => {
+      if (el.textContent === String(n)) { mo.disconnect(); clearTimeout(timer); done(); }
+    });
+    mo.observe(el, { childList: true, characterData: true, subtree: true });
+  });
+}"""
+
+LOAD = """async ([path, n]) => {
+  const token = new URLSearchParams(location.search).get('token');
+  const t0 = performance.now();
+  const r = await fetch('/api/load_project', { method: 'POST', headers: { 'X-Soma-Token': token },
+                                               body: JSON.stringify({ path }) });
+  const body = await r.json();
+  if (!body.ok) throw new Error(`load failed: ${body.error.type}: ${body.error.message}`);
+  const drawn = await window.__waitCount(n, 120000);
+  const snaps = window.somaMetrics.snapshots || [];  // this tree's page: when the snapshot event came
+  const ev = snaps.length && snaps[snaps.length - 1].at > t0 ? snaps[snaps.length - 1].at - t0 : null;
+  return [drawn - t0, ev];
+}"""
+
+
+def write_project(path: Path, wav: Path, n: int, seconds: float, seed: int) -> None:
+    """A .soma of ``n`` seeded partials over the recording (0.2-1.5 s each, a point per 10 ms)."""
+    import hashlib
+    import json
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i in range(n):
+        t0 = float(rng.uniform(0.0, seconds - 2.0))
+        k = int(rng.integers(20, 150))
+        f = float(np.exp(rng.uniform(np.log(80.0), np.log(5000.0))))
+        t = t0 + 0.01 * np.arange(k)
+        pts = np.column_stack([t, f * (1 + 0.003 * np.sin(2 * np.pi * 5 * t)), np.full(k, rng.uniform(0.01, 0.5))])
+        parts.append({"id": f"p{i + 1}", "is_muted": False, "color": "#4fc3f7", "points": np.round(pts, 5).tolist()})
+    md5 = hashlib.md5(wav.read_bytes()).hexdigest()
+    path.write_text(json.dumps({"source": {"path": str(wav), "md5": md5}, "data": {"partials": parts}}))
+
+
+def _pan_frames(page, box, span_ticks: int) -> dict:
+    """Fit, zoom in ``span_ticks`` wheel ticks, then drag (pan) for 40 frames: frame gaps and
+    the page's longest draw while panning."""
+    cx, cy = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
+    page.keyboard.press("h")
+    page.keyboard.press("0")
+    page.mouse.move(cx, cy)
+    for _ in range(span_ticks):
+        page.mouse.wheel(0, -100)
+        page.wait_for_timeout(16)
+    page.wait_for_timeout(500)
+    page.evaluate("() => { window.__edit.gaps = []; window.__edit.recording = true; window.somaMetrics.longestDrawMs = 0; }")
+    page.mouse.down()
+    for i in range(40):
+        page.mouse.move(cx + 6 * ((i % 20) - 10), cy + 2 * ((i % 10) - 5))
+        page.wait_for_timeout(16)
+    page.mouse.up()
+    got = page.evaluate("() => { const b = window.__edit; b.recording = false;"
+                        " return { gaps: b.gaps, draw: window.somaMetrics.longestDrawMs,"
+                        " drawn: window.somaMetrics.partialsDrawn ?? null }; }")
+    gaps = sorted(got["gaps"])
+    return {"frame_gap_median_ms": _util.median(gaps), "frame_gap_p95_ms": gaps[int(0.95 * (len(gaps) - 1))] if gaps else None,
+            "frame_gap_max_ms": max(gaps, default=None), "longest_draw_ms": got["draw"], "frames": len(gaps),
+            "partials_drawn": got["drawn"]}
+
+
+def edits(url: str, wav: Path, projects: tuple, n: int, seconds: float, repeats: int) -> dict:
+    """Load, stroke -> partial, delete and panning frames at ``n`` partials on one served page."""
+    from playwright.sync_api import sync_playwright
+
+    rng = np.random.default_rng(0)  # the recording's notes (perf/_util.py: one per 60 s chunk)
+    notes = rng.uniform(80.0, 900.0, size=16)
+    out: dict = {"load_s": [], "load_event_s": [], "stroke_s": [], "delete_s": []}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600 + 56 + 262, "height": 600 + 24 + 80})
+        page.goto(url)
+        page.wait_for_selector("[data-testid=canvas][data-overview=drawn]", state="attached", timeout=120_000)
+        page.evaluate(EDIT_HELPERS)
+        out["partials_layer"] = page.evaluate("() => !!document.querySelector('[data-testid=partials-layer]')")
+        box = page.locator("[data-testid=canvas]").bounding_box()
+        count = n
+        for k in range(repeats):
+            path, count = (projects[k % 2], n + k % 2)
+            drawn, event = page.evaluate(LOAD, [str(path), count])
+            out["load_s"].append(drawn / 1000.0)
+            if event is not None:
+                out["load_event_s"].append(event / 1000.0)
+            page.wait_for_timeout(300)
+        # A 10 s window in the middle, then strokes along the recording's fundamental there.
+        page.keyboard.press("0")
+        cx, cy = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
+        page.mouse.move(cx, cy)
+        for _ in range(27):
+            page.mouse.wheel(0, -100)
+            page.wait_for_timeout(16)
+        page.wait_for_timeout(800)
+        t0, t1, fmin, fmax = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
+        f0 = notes[(int(t0 // 60.0) * 15) % 16]
+
+        def xy(t, f):
+            return (box["x"] + (t - t0) / (t1 - t0) * box["width"],
+                    box["y"] + np.log(fmax / f) / np.log(fmax / fmin) * (box["height"] - 1) + 0.5)
+
+        for k in range(repeats):
+            page.keyboard.press("p")
+            ta = t0 + (t1 - t0) * (0.1 + 0.8 * k / max(1, repeats))
+            tb = ta + 0.06 * (t1 - t0)
+            page.mouse.move(*xy(ta, f0 * 1.02))
+            page.mouse.down()
+            for i in range(1, 9):
+                page.mouse.move(*xy(ta + (tb - ta) * i / 8, f0 * (1.02 - 0.03 * i / 8)))
+            page.mouse.up()
+            drawn = page.evaluate("(n) => window.__waitCount(n, 120000)", count + 1)
+            out["stroke_s"].append((drawn - page.evaluate("() => window.__edit.upAt")) / 1000.0)
+            count += 1
+            # Select what lies under the stroke's middle, then delete it.
+            page.keyboard.press("v")
+            page.mouse.click(*xy((ta + tb) / 2, f0))
+            try:
+                page.wait_for_selector("[data-testid=partial-item].selected", state="attached", timeout=60_000)
+            except Exception:
+                continue
+            page.wait_for_timeout(200)
+            page.keyboard.press("Delete")
+            drawn = page.evaluate("(n) => window.__waitCount(n, 120000)", count - 1)
+            out["delete_s"].append((drawn - page.evaluate("() => window.__edit.keyAt")) / 1000.0)
+            count -= 1
+            page.wait_for_timeout(300)
+        page.keyboard.press("Escape")
+        out["pan_60s"] = _pan_frames(page, box, 17)   # ~60 s window
+        out["pan_300s"] = _pan_frames(page, box, 5)   # ~280 s window: about half the partials in view
+        out["page_errors"] = []
+        browser.close()
+    return out
+
+
+def old_tree(ref: str, into: Path) -> Path:
+    """This tree with ``soma_shm/app`` as it was at ``ref`` (engine, kernels and their numba
+    caches unchanged): the page and backend before edits travelled as deltas."""
+    import shutil
+
+    root = HERE.parent
+    shutil.copytree(root / "soma_shm", into / "soma_shm", symlinks=True,
+                    ignore=shutil.ignore_patterns("app"))
+    files = subprocess.run(["git", "-C", str(root), "ls-tree", "-r", "--name-only", ref, "soma_shm/app"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        data = subprocess.run(["git", "-C", str(root), "show", f"{ref}:{name}"], capture_output=True, check=True).stdout
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        (into / name).write_bytes(data)
+    return into
+
+
+def default_old_ref() -> str:
+    root = HERE.parent
+    added = subprocess.run(["git", "-C", str(root), "log", "-1", "--diff-filter=A", "--format=%H", "HEAD", "--",
+                            "soma_shm/app/static/partials.js"], capture_output=True, text=True, check=True).stdout.strip()
+    return f"{added}^"
+
+
+@contextlib.contextmanager
+def serve(pythonpath: Path):
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(pythonpath))
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+
+
+def edit_rows(new: dict, old: dict | None) -> list:
+    med = _util.median
+    rows = []
+
+    def row(label, key, target, sub=None):
+        pick = (lambda d: d[key][sub]) if sub else (lambda d: med(d[key]))
+        v = pick(new)
+        o = pick(old) if old else None
+        rows.append([label, v, o if o is not None else "-", (o / v) if o and v else "-", target,
+                     "" if target == "-" else ("ok" if v <= float(target.split()[-1]) else "MISSED")])
+
+    row("project load -> partials on screen (s)", "load_s", "<= 1.0")
+    if new["load_event_s"]:
+        rows.append(["  of which: call -> snapshot event (s)", med(new["load_event_s"]), "-", "-", "-", ""])
+    row("stroke -> partial on screen (s)", "stroke_s", "<= 0.100")
+    row("delete -> gone from screen (s)", "delete_s", "<= 0.050")
+    row("pan, 60 s window: frame gap median (ms)", "pan_60s", "<= 16.7", "frame_gap_median_ms")
+    row("pan, 60 s window: frame gap p95 (ms)", "pan_60s", "-", "frame_gap_p95_ms")
+    row("pan, 60 s window: longest draw (ms)", "pan_60s", "<= 16", "longest_draw_ms")
+    row("pan, 280 s window: frame gap median (ms)", "pan_300s", "<= 16.7", "frame_gap_median_ms")
+    row("pan, 280 s window: longest draw (ms)", "pan_300s", "<= 16", "longest_draw_ms")
+    rows.append(["pan, 280 s window: partials drawn per frame", new["pan_300s"]["partials_drawn"], "-", "-", "-", ""])
+    return rows
+
+
+def main_edits(args) -> int:
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory(prefix="bench_ui_edits_") as tmp:
+        tmp = Path(tmp)
+        wav = tmp / "recording.wav"
+        sf.write(wav, _util.recording(args.seconds, FS, seed=0), FS, subtype="PCM_16")
+        projects = (tmp / "a.soma", tmp / "b.soma")
+        write_project(projects[0], wav, args.partials, args.seconds, seed=1)
+        write_project(projects[1], wav, args.partials + 1, args.seconds, seed=1)
+        results = {}
+        trees = [("new", HERE.parent)]
+        if args.old_ref != "none":
+            ref = args.old_ref or default_old_ref()
+            trees.append(("old", old_tree(ref, tmp / "old")))
+            results["old_ref"] = ref
+        for name, tree in trees:
+            with serve(tree) as url:
+                from playwright.sync_api import sync_playwright  # noqa: F401 - fail early when missing
+
+                # open the recording first: loads then find it open (same file: no re-decode)
+                import http.client
+                from urllib.parse import urlsplit
+
+                u = urlsplit(url)
+                token = dict(q.split("=") for q in u.query.split("&"))["token"]
+                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+                conn.request("POST", "/api/open_file", body=json_dumps({"path": str(wav)}),
+                             headers={"X-Soma-Token": token})
+                conn.getresponse().read()
+                conn.close()
+                results[name] = edits(url, wav, projects, args.partials, args.seconds,
+                                      args.edit_repeats if name == "new" else args.old_repeats)
+    rows = edit_rows(results["new"], results.get("old"))
+    print(f"UI at {args.partials} partials over a {args.seconds:.0f} s recording: medians of "
+          f"{args.edit_repeats} runs (old page: {args.old_repeats}, {results.get('old_ref', 'not run')})")
+    print(_util.table(rows, ["figure", "now", "old page", "old / now", "target", ""]))
+    out = _util.write_json("bench_ui_edits.json", {"machine": _util.machine(), "partials": args.partials,
+                                                    "seconds": args.seconds, **results})
+    print(f"wrote {out}")
+    return 0
+
+
+def json_dumps(obj) -> str:
+    import json
+
+    return json.dumps(obj)
 
 
 if __name__ == "__main__":

@@ -248,3 +248,44 @@ def test_error_banner_overlays_and_layout_follows_the_window(fresh):
         assert canvas["y"] + canvas["height"] <= ruler["y"] + 0.5 and canvas["height"] > h - 200
         assert page.locator("[data-testid=partials-layer]").bounding_box() == canvas
     page.set_viewport_size({"width": 1280, "height": 760})
+
+
+def test_thousands_of_partials_list_only_visible_rows_and_draw_only_the_view(fresh, tones, tmp_path):
+    from soma_shm.app.document import Partial, SomaDocument
+
+    page = fresh
+    rng = np.random.default_rng(7)
+    doc = SomaDocument()
+    doc.set_source(str(tones))
+    parts = []
+    for i in range(3000):
+        t0 = float(rng.uniform(0.0, 4.5))
+        k = int(rng.integers(5, 40))
+        pts = np.column_stack([t0 + 0.01 * np.arange(k), np.full(k, float(rng.uniform(100, 5000))), np.full(k, 0.1)])
+        pts.flags.writeable = False
+        parts.append(Partial(f"p{i + 1}", pts))
+    doc.partials = parts
+    doc.save(tmp_path / "many.soma")
+    api(page, "load_project", path=str(tmp_path / "many.soma"))
+    wait_count(page, 3000)
+    rows = page.locator("[data-testid=partial-item]")
+    assert 5 < rows.count() < 100  # only the rows in view (and a few around) are in the page
+    first = sorted(parts, key=lambda p: (p.points[0, 0], p.id))
+    assert rows.first.get_attribute("data-id") == first[0].id
+    page.locator("[data-testid=partial-scroller]").evaluate("(el) => { el.scrollTop = el.scrollHeight; }")
+    page.wait_for_function(f"() => [...document.querySelectorAll('[data-testid=partial-item]')].some("
+                           f"(li) => li.dataset.id === '{first[-1].id}')")
+    assert rows.count() < 100
+    page.locator(f"[data-testid=partial-item][data-id={first[-1].id}]").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=hud-count]').textContent === '1 selected'")
+    # Whole file: every partial drawn; zoomed in, only those in view.
+    page.wait_for_function("() => window.somaMetrics.partialsDrawn === 3000")
+    page.keyboard.press("h")
+    page.mouse.move(*to_css(page, 2.5, 1000.0))
+    for _ in range(6):
+        page.mouse.wheel(0, -300)
+    page.wait_for_function("() => window.somaMetrics.partialsDrawn > 0 && window.somaMetrics.partialsDrawn < 1500")
+    page.wait_for_timeout(300)  # the last wheel tick drawn
+    t0, t1, *_ = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
+    expected = sum(1 for p in parts if p.points[-1, 0] >= t0 and p.points[0, 0] <= t1)
+    assert page.evaluate("() => window.somaMetrics.partialsDrawn") == expected

@@ -540,7 +540,9 @@ canvas.addEventListener('pointermove', (e) => {
     if (Math.abs(x - app.drag.x0) + Math.abs(y - app.drag.y0) > 2) app.drag.moved = true;
     if (app.drag.pan && app.drag.moved) {
       metrics.lastInputAt = performance.now();
-      view.pan(dx, dy); app.drag.x = x; app.drag.y = y; invalidate(); scheduleView();
+      const was = view.key();
+      view.pan(dx, dy); app.drag.x = x; app.drag.y = y;
+      if (view.key() !== was) { invalidate(); scheduleView(); } // at a limit nothing moves: nothing to draw
     } else if (!app.drag.pan && app.drag.moved && app.tool === 'select') {
       app.box = { x0: app.drag.x0, y0: app.drag.y0, x1: x, y1: y }; invalidatePartials();
     }

@@ -7,11 +7,17 @@
 // One partial: {id, color, is_muted, n, t: Float64Array, f: Float64Array, a: Float32Array,
 // t0, t1, fmin, fmax, fmean}. `sorted` holds them by start time (then id): the list order and
 // the time index used to cull drawing.
+// lf: natural log of f, kept so that drawing needs no logarithm per point.
 function makePartial(id, color, isMuted, t, f, a) {
   let fmin = Infinity, fmax = 0, lsum = 0;
-  for (let i = 0; i < f.length; i++) { const v = f[i]; if (v < fmin) fmin = v; if (v > fmax) fmax = v; lsum += Math.log(v); }
-  return { id, color, is_muted: isMuted, n: t.length, t, f, a, t0: t[0], t1: t[t.length - 1], fmin, fmax,
-           fmean: Math.exp(lsum / Math.max(1, f.length)) };
+  const lf = new Float32Array(f.length);
+  for (let i = 0; i < f.length; i++) {
+    const v = f[i]; if (v < fmin) fmin = v; if (v > fmax) fmax = v;
+    lf[i] = Math.log(v); lsum += lf[i];
+  }
+  const n = t.length;
+  return { id, color, is_muted: isMuted, n, t, f, a, lf, t0: t[0], t1: t[n - 1], fmin, fmax,
+           dt: n > 1 ? (t[n - 1] - t[0]) / (n - 1) : 0, fmean: Math.exp(lsum / Math.max(1, n)) };
 }
 
 function fromDict(p) {
@@ -86,44 +92,55 @@ export class PartialStore {
 // --------------------------------------------------------------------------------- drawing
 function firstAtOrAfter(t, v) { let lo = 0, hi = t.length; while (lo < hi) { const m = (lo + hi) >> 1; if (t[m] < v) lo = m + 1; else hi = m; } return lo; }
 
-// Adds partial p's visible stretch to the current path, one vertex per device pixel at most.
-function tracePath(ctx, view, p) {
-  const t = p.t, f = p.f, n = p.n;
-  const i0 = Math.max(0, firstAtOrAfter(t, view.t0) - 1), i1 = Math.min(n - 1, firstAtOrAfter(t, view.t1));
-  const kx = view.w / (view.t1 - view.t0), ky = (view.h - 1) / Math.log(view.fmax / view.fmin), lfmax = Math.log(view.fmax);
-  let lx = (t[i0] - view.t0) * kx, ly = (lfmax - Math.log(f[i0])) * ky + 0.5;
+// Adds partial p's visible stretch to the current path, one vertex per device pixel at most: where
+// several points share a pixel column only every k-th is looked at (k points per pixel).
+function tracePath(ctx, g, p) {
+  const t = p.t, lf = p.lf, n = p.n;
+  const full = p.t0 >= g.t0 && p.t1 <= g.t1;
+  const i0 = full ? 0 : Math.max(0, firstAtOrAfter(t, g.t0) - 1);
+  const i1 = full ? n - 1 : Math.min(n - 1, firstAtOrAfter(t, g.t1));
+  let lx = (t[i0] - g.t0) * g.kx, ly = (g.lfmax - lf[i0]) * g.ky + 0.5;
   ctx.moveTo(lx, ly);
   if (i0 === i1) { ctx.lineTo(lx + 0.5, ly); return 1; }
+  const stride = p.dt > 0 ? Math.max(1, Math.floor(1 / (p.dt * g.kx))) : 1;
   let drawn = 1;
-  for (let i = i0 + 1; i <= i1; i++) {
-    const x = (t[i] - view.t0) * kx, y = (lfmax - Math.log(f[i])) * ky + 0.5;
+  for (let i = i0 + stride; ; i += stride) {
+    if (i > i1) i = i1;
+    const x = (t[i] - g.t0) * g.kx, y = (g.lfmax - lf[i]) * g.ky + 0.5;
     if (i === i1 || Math.abs(x - lx) >= 1 || Math.abs(y - ly) >= 1) { ctx.lineTo(x, y); lx = x; ly = y; drawn++; }
+    if (i === i1) break;
   }
   return drawn;
+}
+
+function geometry(view) {
+  return { t0: view.t0, t1: view.t1, kx: view.w / (view.t1 - view.t0), ky: (view.h - 1) / Math.log(view.fmax / view.fmin),
+           lfmax: Math.log(view.fmax) };
 }
 
 // Draws the visible partials: selected ones get a white halo; one path per colour and style.
 // Returns {partials, vertices} drawn.
 export function drawPartials(ctx, view, store, selected, dpr) {
   const visible = store.inRange(view.t0, view.t1, view.fmin, view.fmax);
+  const g = geometry(view);
   const groups = new Map();
   let vertices = 0;
   const lw = 2 * dpr;
   if (selected.size) {
     ctx.beginPath();
-    for (const p of visible) if (selected.has(p.id)) vertices += tracePath(ctx, view, p);
+    for (const p of visible) if (selected.has(p.id)) vertices += tracePath(ctx, g, p);
     ctx.strokeStyle = '#fff'; ctx.lineWidth = lw + 3 * dpr; ctx.lineJoin = 'round'; ctx.stroke();
   }
   for (const p of visible) {
-    const key = `${p.color}|${p.is_muted ? 1 : 0}`;
-    let g = groups.get(key);
-    if (!g) { g = []; groups.set(key, g); }
-    g.push(p);
+    const key = p.is_muted ? `${p.color}|1` : p.color;
+    let list = groups.get(key);
+    if (!list) { list = []; groups.set(key, list); }
+    list.push(p);
   }
   for (const [key, list] of groups) {
-    const [color, muted] = key.split('|');
+    const [color, muted] = key.split('|');  // muted: '1' or undefined
     ctx.beginPath();
-    for (const p of list) vertices += tracePath(ctx, view, p);
+    for (const p of list) vertices += tracePath(ctx, g, p);
     ctx.strokeStyle = color; ctx.lineWidth = lw; ctx.globalAlpha = muted === '1' ? 0.4 : 1;
     ctx.setLineDash(muted === '1' ? [4 * dpr, 4 * dpr] : []);
     ctx.stroke();
