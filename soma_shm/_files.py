@@ -34,6 +34,7 @@ class Opened:
     pyramid_block: Any = None
     pyramid: Any = None
     pyramid_build_s: float = 0.0
+    mix_block: Any = None  # the resynthesis mix (soma_shm.ipc.mix), made on first use
 
     def pyramid_stats(self) -> dict | None:
         pyr = self.pyramid
@@ -60,14 +61,22 @@ class Opened:
         return ImageResult(image, mag, 0.0, duration, fmin, fmax, "stft", self.reference,
                            {"kernel_s": t_k, "total_s": time.perf_counter() - t, "pyramid": pyramid is not None})
 
+    def mix(self, generation: int):
+        """The resynthesis mix block of this file, made on first use."""
+        if self.mix_block is None:
+            from .ipc.mix import MixBlock
+
+            self.mix_block = MixBlock.create(self.frames, self.sample_rate, generation)
+        return self.mix_block
+
     def discard(self) -> None:
         """Close and unlink the blocks (the views first)."""
         self.samples = self.pyramid = None
-        for block in (self.pyramid_block, self.audio_block):
+        for block in (self.pyramid_block, self.audio_block, self.mix_block):
             if block is not None:
                 block.close()
                 block.unlink()
-        self.audio_block = self.pyramid_block = None
+        self.audio_block = self.pyramid_block = self.mix_block = None
 
 
 def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, generation: int,

@@ -29,7 +29,7 @@ __all__ = ["Engine", "EngineOptions", "FileInfo", "ImageResult", "ViewportResult
 
 log = logging.getLogger("soma_shm.engine")
 
-Role = Literal["viewport", "snap"]
+Role = Literal["viewport", "snap", "synth"]
 
 _ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
@@ -240,6 +240,24 @@ class Engine:
         params = dict(trace=pts, settings=self.settings)
         return self._submit("snap", params, lambda rid, payload, t: SnapResult(rid, payload, pts, t), on_result)
 
+    def mix(self):
+        """The open file's resynthesis mix (:class:`soma_shm.ipc.mix.MixBlock`: float32, zeros at
+        first), made on first use and unlinked with the file; :meth:`submit_synth` changes it."""
+        self._check_open()
+        return self._files["open"].mix(self._generation)
+
+    def submit_synth(self, add: Any = (), remove: Any = (), rebuild: bool = False, fade_ms: float = 5.0,
+                     on_result: Callable[[Any], Any] | None = None) -> RequestHandle:
+        """Subtract the partials ``remove`` from the mix (exactly what adding them put there) and
+        add ``add`` (``rebuild``: zero it first), in the synth worker; requests queue in order.
+        See :func:`soma_shm.synth.synth_request` for the arguments and the result."""
+        self._check_open()
+        from .synth import synth_request
+
+        params, counts = synth_request(self._info.sample_rate, add, remove, rebuild, fade_ms)
+        params["mix"] = self.mix().desc()
+        return self._submit("synth", params, lambda rid, payload, t: {**counts, "timings": t}, on_result)
+
     def cancel(self, role: Role | None = None) -> int:
         """Cancel pending and computing requests of one role (or all); returns how many."""
         if role is not None and role not in self._sup.roles:
@@ -267,7 +285,10 @@ class Engine:
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Block until every role has its ready workers (useful before measuring latency)."""
         deadline, wanted = time.monotonic() + timeout, 2 if self.options.spares else 1
-        while not all(s["ready"] >= wanted for name, s in self._sup.stats().items()):
+        roles = self._sup.roles
+        # an on-demand role that never had a request has no workers to wait for
+        while not all(s["ready"] >= wanted for name, s in self._sup.stats().items()
+                      if not (roles[name].on_demand and not s["workers"])):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.005)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["render_partials", "Resynthesis", "PartialArrays", "pack_partials", "FADE_MS",
+__all__ = ["render_partials", "Resynthesis", "EngineResynthesis", "PartialArrays", "pack_partials", "synth_request", "FADE_MS",
            "MIN_STRETCH", "MAX_STRETCH"]
 
 FADE_MS = 5.0
@@ -45,6 +45,29 @@ class PartialArrays:
     @property
     def count(self) -> int:
         return self.offsets.shape[0] - 1
+
+    def knots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(t, f, a, offsets)``: all that :meth:`from_knots` needs to rebuild this pack."""
+        lo, hi = int(self.offsets[0]), int(self.offsets[-1])
+        return self.t[lo:hi], self.f[lo:hi], self.a[lo:hi], self.offsets - lo
+
+    @classmethod
+    def from_knots(cls, t: np.ndarray, f: np.ndarray, a: np.ndarray, offsets: np.ndarray) -> "PartialArrays":
+        """A pack from checked knots (slopes and knot phases recomputed: the same values, bit
+        for bit, as the pack they came from)."""
+        from .kernels import synth as k
+
+        t, f, a = (np.ascontiguousarray(x, dtype=np.float64) for x in (t, f, a))
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        mf, ma, phase = np.empty_like(t), np.empty_like(t), np.empty_like(t)
+        if offsets.shape[0] > 1:
+            k.prepare(t, f, a, offsets, mf, ma, phase)
+        return cls(t, f, a, mf, ma, phase, offsets)
+
+    @classmethod
+    def empty(cls) -> "PartialArrays":
+        z = np.zeros(0)
+        return cls(z, z, z, z, z, z, np.zeros(1, dtype=np.int64))
 
 
 def _check_points(points: Any, where: str, sample_rate: float | None) -> np.ndarray:
@@ -115,11 +138,6 @@ def pack_partials(partials: Iterable[Any], sample_rate: float | None = None) -> 
     if arrays:
         k.prepare(t, f, a, offsets, mf, ma, phase)
     return PartialArrays(t, f, a, mf, ma, phase, offsets)
-
-
-def _slice(packed: PartialArrays, n: int) -> PartialArrays:
-    """Partial ``n`` of a pack, sharing its arrays (the offsets keep their absolute positions)."""
-    return PartialArrays(packed.t, packed.f, packed.a, packed.mf, packed.ma, packed.phase, packed.offsets[n:n + 2])
 
 
 def _points_of(packed: PartialArrays, n: int) -> np.ndarray:
@@ -250,6 +268,25 @@ def render_partials(
     return out
 
 
+def synth_request(sample_rate: float, add: Any = (), remove: Any = (), rebuild: Any = False,
+                  fade_ms: Any = FADE_MS) -> tuple[dict, dict]:
+    """The parameters of a synth-worker request (:meth:`soma_shm.Engine.submit_synth`) and the
+    counts its result reports, validated here, in the caller.
+
+    ``add`` and ``remove`` are sequences of ``(K, 3)`` points (time s, frequency Hz, amplitude)
+    or :class:`PartialArrays`; only their knots (``t, f, a, offsets``) go into the request. The
+    result of the request is ``{"added", "removed", "rebuild", "timings"}``.
+
+    Raises ParameterError for a malformed partial (named by position), a bad fade or ``rebuild``.
+    """
+    _, _, fade_ms = _check_render(sample_rate, 1.0, fade_ms)
+    if not isinstance(rebuild, (bool, np.bool_)):
+        raise ParameterError(f"rebuild={rebuild!r} must be True or False")
+    packs = [x if isinstance(x, PartialArrays) else pack_partials(list(x), sample_rate) for x in (add, remove)]
+    params = dict(fade_ms=fade_ms, rebuild=bool(rebuild), add=packs[0].knots(), remove=packs[1].knots())
+    return params, {"added": packs[0].count, "removed": packs[1].count, "rebuild": bool(rebuild)}
+
+
 class Resynthesis:
     """The resynthesis mix of a document, kept up to date edit by edit.
 
@@ -260,7 +297,7 @@ class Resynthesis:
     frames : int
         The file's length: the mix covers ``[0, frames)`` at speed 1.
     out : ndarray, optional
-        The float32 buffer that holds the mix (a shared block, say); zeroed here.
+        The float32 buffer that holds the mix; zeroed here.
     fade_ms : float
         Fade length at both ends of each partial.
 
@@ -272,6 +309,8 @@ class Resynthesis:
     A full :meth:`rebuild` re-renders everything in parallel. Updates are serialised: the last
     one to finish describes the last document it was given. Rounding leaves at most a few units
     in the last place of the mix after many edits (below -130 dB for a full-scale mix).
+    Subclasses change where the mix is written by overriding :meth:`_apply`
+    (:class:`EngineResynthesis`: in the engine's synth worker).
     """
 
     def __init__(self, sample_rate: float, frames: int, out: np.ndarray | None = None,
@@ -283,15 +322,16 @@ class Resynthesis:
             out = np.zeros(int(frames), dtype=np.float32)
         elif out.dtype != np.float32 or out.ndim != 1 or out.shape[0] != frames:
             raise ParameterError(f"out must be a float32 buffer of {frames} samples")
-        else:
+        elif out.flags.writeable:
             out[:] = 0.0
         self.sample_rate = fs
         self.frames = int(frames)
         self.fade_ms = fade_ms
         self.mix = out
         self._lock = threading.Lock()
-        self._sounding: dict[str, tuple[Any, np.ndarray, PartialArrays]] = {}  # id -> (given, checked, packed)
+        self._sounding: dict[str, tuple[Any, np.ndarray]] = {}  # id -> (given points, checked points)
         self._packed_all: tuple[int, PartialArrays] | None = None
+        self._valid = True  # False: the mix may not hold what _sounding says (a failed apply)
         self.generation = 0
 
     @property
@@ -324,55 +364,58 @@ class Resynthesis:
         gone = [pid for pid in self._sounding if pid not in keep]
         return gone, add, given, packed
 
+    def _apply(self, remove: PartialArrays, add: PartialArrays, rebuild: bool) -> None:
+        """Subtract ``remove`` from the mix and add ``add`` (``rebuild``: zero the mix first)."""
+        if rebuild:
+            self.mix[:] = 0.0
+        for packed, gain in ((remove, -1.0), (add, 1.0)):
+            if packed.count:
+                render_packed(packed, self.sample_rate, self.mix, 0, fade_ms=self.fade_ms, gain=gain)
+
     def update(self, partials: Mapping[str, tuple[Any, bool]]) -> dict[str, Any]:
         """Bring the mix to ``partials`` (``{id: (points, is_muted)}``); returns what changed.
 
         Points are taken as immutable: pass new arrays for changed partials (a document's
-        partials are read-only). Returns ``{"removed": n, "added": n, "samples": rendered
-        samples, "generation": g}``. Raises ParameterError (mix unchanged) when a partial is
-        malformed.
+        partials are read-only). Returns ``{"removed": n, "added": n, "rebuilt": bool,
+        "generation": g}``. Raises ParameterError (mix unchanged) when a partial is malformed;
+        when the mix could not be changed (say, the worker writing it died), the error is raised
+        and the next update rebuilds the whole mix.
         """
         with self._lock:
+            if not self._valid:
+                return self._rebuild(partials)
             gone, add, given, packed = self._diff(partials)
-            samples = 0
+            removed = pack_partials([self._sounding[pid][1] for pid in gone])
+            self._valid = False
+            self._apply(removed, packed, False)
+            self._valid = True
             for pid in gone:
-                _, _, old = self._sounding.pop(pid)
-                samples += self._render_one(old, -1.0)
+                del self._sounding[pid]
             for n, pid in enumerate(add):
-                one = _slice(packed, n)
-                samples += self._render_one(one, 1.0)
-                self._sounding[pid] = (given[n], _points_of(packed, n), one)
+                self._sounding[pid] = (given[n], _points_of(packed, n))
             self.generation += 1
-            return {"removed": len(gone), "added": len(add), "samples": samples, "generation": self.generation}
+            return {"removed": len(gone), "added": len(add), "rebuilt": False, "generation": self.generation}
 
     def rebuild(self, partials: Mapping[str, tuple[Any, bool]]) -> dict[str, Any]:
         """Re-render the whole mix from ``partials`` (in parallel over the output)."""
         with self._lock:
-            sounding, self._sounding = self._sounding, {}
-            try:
-                _, add, given, packed = self._diff(partials)
-            except ParameterError:
-                self._sounding = sounding
-                raise
-            self.mix[:] = 0.0
-            render_packed(packed, self.sample_rate, self.mix, 0, fade_ms=self.fade_ms)
-            for n, pid in enumerate(add):
-                self._sounding[pid] = (given[n], _points_of(packed, n), _slice(packed, n))
-            self.generation += 1
-            self._packed_all = (self.generation, packed)
-            return {"removed": 0, "added": len(add), "generation": self.generation}
+            return self._rebuild(partials)
 
-    def _render_one(self, packed: PartialArrays, gain: float) -> int:
-        from .kernels import synth as k
-
-        lo, hi = int(packed.offsets[0]), int(packed.offsets[1])
-        n0, n1 = k.partial_span(packed.t, lo, hi, self.sample_rate, 1.0)
-        n1 = min(n1 + 1, self.frames)
-        if n1 <= n0:
-            return 0
-        k.render_partial(packed.t, packed.f, packed.a, packed.mf, packed.ma, packed.phase, lo, hi,
-                         self.sample_rate, 1.0, self.fade_ms * 1e-3 * self.sample_rate, gain, n0, n1, self.mix, 0)
-        return n1 - n0
+    def _rebuild(self, partials: Mapping[str, tuple[Any, bool]]) -> dict[str, Any]:
+        sounding, self._sounding = self._sounding, {}
+        try:
+            _, add, given, packed = self._diff(partials)
+        except ParameterError:
+            self._sounding = sounding
+            raise
+        self._valid = False
+        self._apply(PartialArrays.empty(), packed, True)
+        self._valid = True
+        for n, pid in enumerate(add):
+            self._sounding[pid] = (given[n], _points_of(packed, n))
+        self.generation += 1
+        self._packed_all = (self.generation, packed)
+        return {"removed": len(sounding), "added": len(add), "rebuilt": True, "generation": self.generation}
 
     def window(self, start: int, frames: int, stretch: float = 1.0) -> np.ndarray:
         """Output samples ``[start, start + frames)`` of the mix played at ``stretch`` (output
@@ -381,17 +424,40 @@ class Resynthesis:
         _, stretch, _ = _check_render(self.sample_rate, stretch, self.fade_ms)
         out = np.zeros(max(0, int(frames)), dtype=np.float32)
         if stretch == 1.0:
-            with self._lock:
-                lo, hi = max(0, start), min(self.frames, start + frames)
-                if hi > lo:
-                    out[lo - start:hi - start] = self.mix[lo:hi]
+            lo, hi = max(0, start), min(self.frames, start + frames)
+            if hi > lo:
+                out[lo - start:hi - start] = self.mix[lo:hi]
             return out
         with self._lock:
             if self._packed_all is None or self._packed_all[0] != self.generation:
-                self._packed_all = (self.generation, pack_partials([pts for _, pts, _ in self._sounding.values()]))
+                self._packed_all = (self.generation, pack_partials([pts for _, pts in self._sounding.values()]))
             packed = self._packed_all[1]
         end = int(math.floor(self.frames * stretch))
         lo, hi = max(0, start), min(end, start + frames)
         if hi > lo:
             render_packed(packed, self.sample_rate, out[lo - start:hi - start], lo, stretch=stretch, fade_ms=self.fade_ms)
         return out
+
+
+class EngineResynthesis(Resynthesis):
+    """:class:`Resynthesis` whose mix lives in the engine: the open file's shared mix block
+    (:meth:`soma_shm.Engine.mix`), written by the synth worker (:meth:`soma_shm.Engine.submit_synth`).
+
+    ``mix`` is a read-only view of the block. Every update waits for its request (edits take
+    milliseconds); a request that fails (the worker crashed, timed out, or the file changed)
+    leaves the mix to be rebuilt by the next update.
+    """
+
+    def __init__(self, engine: Any, fade_ms: float = FADE_MS, timeout: float = 300.0) -> None:
+        block = engine.mix()
+        super().__init__(block.sample_rate, block.frames, block.samples(writable=False), fade_ms)
+        self._engine = engine
+        self._generation_of_file = block.generation
+        self._timeout = timeout
+        self.last_timings: dict = {}
+        self._valid = False  # what the block holds is unknown: the first update rebuilds it
+
+    def _apply(self, remove: PartialArrays, add: PartialArrays, rebuild: bool) -> None:
+        result = self._engine.submit_synth(add=add, remove=remove, rebuild=rebuild,
+                                           fade_ms=self.fade_ms).result(timeout=self._timeout)
+        self.last_timings = result["timings"]

@@ -11,15 +11,18 @@ fetched ahead of the playhead, so an hours-long file is never sent whole.
   :data:`STRETCH_BLOCK_S` output seconds, each from its source range plus
   :data:`STRETCH_MARGIN_S` of context on each side and crossfaded into the next (a phase vocoder
   started twice does not continue its own phase), so chunks cut one continuous signal.
-- The resynthesis at speed 1 is a slice of the document's mix (:class:`soma_shm.Resynthesis`), kept
-  up to date by a background thread: every ``edit``/``document``/``opened`` event marks it stale
-  and the thread brings the mix to the document as it is when it runs (latest edit wins; an edit
-  re-renders only the partials it touched). At another speed the resynthesis is rendered at the
-  stretched time directly (exact pitch, no stretching artefacts).
+- The resynthesis at speed 1 is a slice of the open file's mix block, which the engine's synth
+  worker writes (:class:`soma_shm.synth.EngineResynthesis`); a background thread here keeps it
+  up to date: every ``edit``/``document``/``opened`` event marks it stale and the thread sends
+  the difference between what the mix holds and the document as it is when it runs (latest
+  edit wins; an edit re-renders only the partials it touched; a failed request makes the next
+  one rebuild the mix). At another speed the resynthesis is rendered here, at the stretched time
+  directly (exact pitch, no stretching artefacts), from the partials the mix holds.
 - After the mix changed, a ``synth`` event ``{generation, timings}`` tells the page, which
   re-fetches what it scheduled ahead so the edit is heard at once.
 
-This is the in-process synthesis service of the app; it runs numba kernels that release the GIL.
+Stretched renders and time-stretching run in the server's threads (numba kernels and Rubber Band
+release the GIL).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineClosed, ParameterError
+from .backend import error_payload
 
 __all__ = ["Playback", "MAX_CHUNK_FRAMES", "SPEEDS"]
 
@@ -46,6 +50,7 @@ STRETCH_OVERLAP = 1024  # output frames of crossfade between stretched blocks
 STRETCH_CACHE = 24  # stretched blocks kept
 MIN_SPEED, MAX_SPEED = 0.125, 8.0
 SPEEDS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+RETRY_S = 1.0  # after a failed mix update, wait this long before rebuilding
 
 
 def _stretch(x: np.ndarray, fs: float, speed: float) -> np.ndarray:
@@ -114,7 +119,8 @@ class Playback:
         return key, parts
 
     def _loop(self) -> None:
-        from ..synth import Resynthesis
+        from ..errors import SomaError
+        from ..synth import EngineResynthesis
 
         while True:
             with self._cond:
@@ -124,35 +130,40 @@ class Playback:
                     return
                 self._stale = False
                 self._busy = True
+            retry = False
             try:
                 key, parts = self._snapshot()
                 t0 = time.perf_counter()
                 changed = None
-                if key is None:
-                    self._synth, self._file_key = None, None
-                else:
-                    if key != self._file_key:
-                        self._synth = None
-                        self._file_key = key
+                if key != self._file_key:
+                    self._synth, self._file_key = None, key
+                if key is not None:
                     if self._synth is None and parts:
-                        self._synth = Resynthesis(key[1], key[2])
+                        self._synth = EngineResynthesis(self._backend.engine)
                         changed = self._synth.rebuild(parts)
                     elif self._synth is not None:
                         changed = self._synth.update(parts)
                 if changed is not None:
-                    timings = {"synth_s": time.perf_counter() - t0}
+                    timings = {"synth_s": time.perf_counter() - t0, **self._synth.last_timings}
                     self._last = {**changed, **timings}
                     self._backend.events.publish({"type": "synth", "generation": changed["generation"],
                                                   "added": changed["added"], "removed": changed["removed"],
-                                                  "timings": timings})
+                                                  "rebuilt": changed["rebuilt"], "timings": timings})
             except ParameterError as exc:  # a malformed partial: the mix stays as it was
-                self._backend.events.publish({"type": "error", "op": "synth",
-                                              "error": {"type": "ParameterError", "message": str(exc)}})
+                self._backend.events.publish({"type": "error", "op": "synth", "error": error_payload(exc)})
+            except SomaError as exc:  # the worker died or timed out, or the file changed meanwhile
+                if self._file_key is not None and self._backend._file is not None \
+                        and self._file_key[0] == self._backend._file["generation"]:
+                    self._backend.events.publish({"type": "error", "op": "synth", "error": error_payload(exc)})
+                    retry = True  # the next update rebuilds the mix
             except Exception:  # pragma: no cover - a bug must not stop the service
                 log.exception("resynthesis update failed")
             finally:
                 with self._cond:
                     self._busy = False
+                    if retry and not self._stopped:
+                        self._cond.wait(RETRY_S)
+                        self._stale = True
                     self._cond.notify_all()
 
     def _block(self, audio: np.ndarray, fs: float, speed: float, k: int, gen: int) -> np.ndarray:

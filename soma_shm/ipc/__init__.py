@@ -5,12 +5,13 @@
 - ``blocks``     : the audio block, the pyramid block and the per-role slot rings (header with
                    state/generation/request id per slot + fixed-capacity payload); the small
                    descriptors that cross the pipes.
+- ``mix``        : the open file's resynthesis mix block (written by the synth worker).
 - ``protocol``   : the messages (frozen dataclasses) and the table of roles, ``ROLES``: adding a
                    role is one entry there plus its task function (see its docstring).
 - ``supervisor`` : the one thread that owns workers, queues, slots and deadlines.
 - ``launch``     : starting workers that never import the caller's ``__main__``; process state.
 - ``worker``     : the worker process main loop and the ``Job`` a task function receives.
-- ``tasks``      : the task functions of the roles (viewport, snap) and the kernels' warm-up.
+- ``tasks``      : the task functions of the roles (viewport, snap, synth) and the kernels' warm-up.
 - ``_preload``   : what the forkserver imports and warms before it forks any worker.
 - ``_log``       : lifecycle logging for the engine and the workers (quiet unless asked).
 

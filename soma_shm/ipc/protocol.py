@@ -25,7 +25,8 @@ Roles
 runs for a request, what its output slots hold (:data:`SLOT_KINDS`), how many slots and of what
 capacity (functions of :class:`soma_shm.EngineOptions`), and what a new request does to older
 ones (``"supersede"``: latest wins, the computing one is terminated; ``"queue"``: wait in order,
-bounded by ``queue_limit``, oldest dropped with QueueFull). The supervisor
+bounded by ``queue_limit``, oldest dropped with QueueFull); an ``on_demand`` role starts its
+workers with its first request instead of with the engine. The supervisor
 (:mod:`soma_shm.ipc.supervisor`) starts, feeds and replaces the workers of every role in the
 table the same way; nothing else in the engine lists roles.
 
@@ -176,6 +177,7 @@ class Role:
     capacity: Callable[[Any], int]  # options -> payload bytes per slot
     policy: Literal["supersede", "queue"]
     queue_limit: Callable[[Any], int] = lambda options: 1 << 30  # waiting requests beyond the computing one
+    on_demand: bool = False  # workers start with the first request (not with the engine)
 
     def __post_init__(self) -> None:
         if self.slot_kind not in SLOT_KINDS:
@@ -195,6 +197,11 @@ ROLES: dict[str, Role] = {
              slots=lambda o: o.snap_slots,
              capacity=lambda o: 24 * o.max_snap_points,
              policy="queue", queue_limit=lambda o: o.snap_queue),
+        # Edits to the open file's resynthesis mix (a shared block of its own, soma_shm.ipc.mix):
+        # no output slots; requests queue (each one is a difference to the mix as the previous
+        # left it, so none may be dropped); started by the first request.
+        Role("synth", "soma_shm.ipc.tasks:synth", "samples",
+             slots=lambda o: 0, capacity=lambda o: 0, policy="queue", on_demand=True),
     )
 }
 """The engine's roles, by name. See the module docstring for how to add one."""

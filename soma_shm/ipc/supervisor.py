@@ -498,6 +498,8 @@ class Supervisor:
                     f"{r.name} workers fail to start ({r.startup_failures} in a row); see the log "
                     "(EngineOptions(log_level='DEBUG')) for why", None))
             return
+        if r.role.on_demand and r.started == 0 and not r.queue and r.current is None:
+            return  # started by its first request
         wanted = 2 if self.options.spares else 1
         while len(r.workers) < wanted:  # a dying worker still counts: never more than `wanted`
             r.start_worker(self._ctx, self.options)

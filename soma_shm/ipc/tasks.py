@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-__all__ = ["viewport", "snap", "warm_up"]
+__all__ = ["viewport", "snap", "synth", "warm_up"]
 
 
 def viewport(job) -> dict:
@@ -58,6 +58,37 @@ def snap(job) -> dict:
     del view
     job.publish_points(len(points))
     return {"kernel_s": t_kernel, "compute_s": t_kernel}
+
+
+_MIX: dict = {}  # the mix block this worker has mapped (one file at a time)
+
+
+def synth(job) -> dict:
+    """Subtract and add partials in the open file's mix block (mapped writable, kept mapped)."""
+    from ..synth import PartialArrays, render_packed
+    from .mix import MixBlock
+
+    p = job.params
+    desc = p["mix"]
+    block = _MIX.get("block")
+    if block is None or block.segment.name != desc.name:
+        _MIX.clear()
+        if block is not None:
+            block.close()
+        block = _MIX["block"] = MixBlock.attach(desc)
+    mix = block.samples()
+    t = time.perf_counter()
+    if p["rebuild"]:
+        mix[:] = 0.0
+    n = 0
+    for knots, gain in ((p["remove"], -1.0), (p["add"], 1.0)):
+        packed = PartialArrays.from_knots(*knots)
+        if packed.count:
+            render_packed(packed, desc.sample_rate, mix, 0, fade_ms=p["fade_ms"], gain=gain)
+            n += packed.count
+    del mix
+    dt = time.perf_counter() - t
+    return {"kernel_s": dt, "compute_s": dt, "partials": n}
 
 
 def warm_up() -> None:
