@@ -122,3 +122,27 @@ def test_bad_audio_requests(app):
                            ("start=x&frames=10", b"must be numbers")):
         status, _, body = client.request("GET", f"/audio?token={client.token}&{query}")
         assert status == 400 and message in body, body
+
+
+def test_export_as_writes_somas_outputs(app, tmp_path):
+    import mido
+
+    backend, client = app
+    target = tmp_path / "take.mid"
+    r = client.call("export_as", path=str(target), format="mpe", amplitude="cc74", cc_rate=50)
+    assert r["status"] == "written" and r["paths"] == [str(target.resolve())] and r["partials"] == 1
+    mf = mido.MidiFile(target)
+    assert any(m.type == "control_change" and m.control == 74 for m in mf.tracks[1])
+    assert client.call("export_as", path=str(target), format="mpe")["status"] == "exists"
+    assert client.call("export_as", path=str(target), format="mono", overwrite=True)["status"] == "written"
+    wav = client.call("export_as", path=str(tmp_path / "s.flac"), format="audio", bit_depth=16)
+    info = sf.info(wav["paths"][0])
+    assert info.samplerate == FS and info.subtype == "PCM_16" and info.frames == 4 * FS  # the file's rate and length
+    cv = client.call("export_as", path=str(tmp_path / "cv.wav"), format="cv", mode="poly", sample_rate=8000)
+    assert len(cv["paths"]) == 1 and sf.info(cv["paths"][0]).channels == 2
+    err = client.call("export_as", expect_ok=False, path=str(tmp_path / "x.mid"), format="wav")
+    assert "format='wav' must be one of mpe, midi, mono, audio, cv" in err["message"]
+    err = client.call("export_as", expect_ok=False, path=str(tmp_path / "x.wav"), format="mpe")
+    assert "a mpe export is a .mid or .midi file" in err["message"]
+    err = client.call("export_as", expect_ok=False, path=str(tmp_path / "x.mid"), format="mpe", speed=2)
+    assert "mpe export options are amplitude, cc_rate, curve, pitch_bend_range; not speed" in err["message"]

@@ -77,6 +77,7 @@ API_METHODS = (
     "restore_recovery",
     "discard_recovery",
     "export",
+    "export_as",
     "status",
     "dialog",
 )
@@ -925,6 +926,63 @@ class AppBackend:
             written = self.document.export(target, include_muted=include_muted, overwrite=True)
             n = len(self.document.partials)
         return {"status": "saved", "path": written, "partials": n}
+
+    def export_as(self, path: str, format: str, include_muted: bool = False, overwrite: bool = False,
+                  **options: Any) -> dict:
+        """Export the partials as SOMA's outputs (:mod:`soma_shm.export`): ``format`` ``"mpe"``,
+        ``"midi"`` (multi-track), ``"mono"`` (``.mid``), ``"audio"`` (sine resynthesis) or ``"cv"``
+        (``.wav``/``.flac``). MIDI ``options``: ``pitch_bend_range``, ``amplitude`` (pressure,
+        cc74, cc1), ``curve`` (linear, db), ``cc_rate``; audio: ``sample_rate`` (default the
+        file's), ``bit_depth``, ``speed`` (audio), ``normalize`` (audio), ``mode`` (cv: mono,
+        poly), ``curve`` (cv). Muted partials stay out unless ``include_muted``.
+
+        An existing file (or the first of a numbered series) is replaced only with
+        ``overwrite=True``; otherwise the answer is ``{"status": "exists", "path": ...}``.
+        Returns ``{"paths": [...], "partials": n}``.
+        """
+        from .. import export as ex
+
+        formats = {"mpe": (".mid", ".midi"), "midi": (".mid", ".midi"), "mono": (".mid", ".midi"),
+                   "audio": (".wav", ".flac"), "cv": (".wav", ".flac")}
+        if format not in formats:
+            raise ParameterError(f"format={format!r} must be one of {', '.join(formats)}")
+        path = _path_param("path", path, f"a {' or '.join(formats[format])} file to write")
+        for name, v in (("include_muted", include_muted), ("overwrite", overwrite)):
+            if not isinstance(v, bool):
+                raise ParameterError(f"{name}={v!r} must be true or false")
+        target = Path(os.path.expanduser(path))
+        if target.suffix.lower() not in formats[format]:
+            raise ParameterError(f"a {format} export is a {' or '.join(formats[format])} file; {str(target)!r} is not")
+        first = target.with_name(f"{target.stem}_01{target.suffix}")
+        if not overwrite and (os.path.lexists(target) or os.path.lexists(first)):
+            return {"status": "exists", "path": str((target if os.path.lexists(target) else first).resolve())}
+        with self._lock:
+            parts = [p.points for p in self.document.partials if include_muted or not p.is_muted]
+            info = self.engine.info
+        if format in ("mpe", "midi", "mono"):
+            allowed = {"pitch_bend_range", "amplitude", "curve", "cc_rate"}
+        else:
+            allowed = {"sample_rate", "bit_depth", "speed", "normalize"} if format == "audio" else \
+                {"sample_rate", "bit_depth", "mode", "curve"}
+        unknown = sorted(set(options) - allowed)
+        if unknown:
+            raise ParameterError(f"{format} export options are {', '.join(sorted(allowed))}; not {', '.join(unknown)}")
+        if format in ("mpe", "midi", "mono"):
+            fn = {"mpe": ex.write_mpe, "midi": ex.write_multitrack, "mono": ex.write_mono}[format]
+            paths = fn(parts, target, **options)
+        else:
+            rate = options.pop("sample_rate", None) or (int(info.sample_rate) if info else 48_000)
+            depth = options.pop("bit_depth", 24)
+            duration = info.duration if info else None
+            if format == "audio":
+                speed = options.pop("speed", 1.0)
+                if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.125 <= speed <= 8:
+                    raise ParameterError(f"speed={speed!r} must be from 1/8 to 8")
+                paths = [ex.write_audio(parts, target, rate, depth, duration=duration, stretch=1.0 / speed,
+                                        **options)["path"]]
+            else:
+                paths = ex.write_cv(parts, target, rate, depth, duration=duration, **options)
+        return {"status": "written", "paths": [str(p) for p in paths], "partials": len(parts)}
 
     # --------------------------------------------------------------------------- dialogs
     def dialog(self, kind: str) -> dict:

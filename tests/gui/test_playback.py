@@ -63,3 +63,39 @@ def test_play_advances_the_audio_clock_and_the_playhead(tmp_path):
         page.wait_for_function("window.somaPlayback.gOrig.gain.value < 0.01 && window.somaPlayback.gSynth.gain.value > 0.99")
         page.keyboard.press(" ")
         assert not page.page_errors
+
+
+SNAP = """async ([trace]) => {
+  const token = new URLSearchParams(location.search).get('token');
+  const res = await fetch('/api/snap', {method: 'POST', headers: {'X-Soma-Token': token, 'Content-Type': 'application/json'},
+                                        body: JSON.stringify({trace})});
+  return (await res.json()).ok;
+}"""
+
+
+def test_export_dialog_writes_mpe(tmp_path):
+    import mido
+
+    need_chromium()
+    path = tmp_path / "tone.wav"
+    sf.write(path, make_audio(5.0, FS, freqs=(440.0,), amp=0.2), FS)
+    with served(str(path)) as url, chromium_page() as page:
+        page.goto(url)
+        page.wait_for_function("document.querySelector('[data-testid=canvas]').dataset.overview === 'drawn'",
+                               timeout=120_000)
+        assert page.evaluate(SNAP, [[[0.5, 445.0], [4.0, 436.0]]])
+        page.wait_for_function("document.querySelector('[data-testid=partial-count]').textContent === '1'", timeout=60_000)
+        page.click("[data-testid=export]")
+        page.select_option("[data-testid=export-format]", "mpe")
+        page.fill("[data-testid=export-path]", str(tmp_path / "out.txt"))
+        page.select_option("[data-testid=export-format]", "mono")  # the suffix follows the format
+        assert page.input_value("[data-testid=export-path]") == str(tmp_path / "out.mid")
+        page.select_option("[data-testid=export-format]", "mpe")
+        page.select_option("[data-testid=export-amplitude]", "cc1")
+        page.click("[data-testid=export-ok]")
+        page.wait_for_function("document.querySelector('[data-testid=export-dialog]').dataset.written", timeout=30_000)
+        mf = mido.MidiFile(tmp_path / "out.mid")
+        notes = [m for m in mf.tracks[1] if m.type == "note_on"]
+        assert len(notes) == 1 and notes[0].note == 69 and notes[0].channel == 1
+        assert any(m.type == "control_change" and m.control == 1 for m in mf.tracks[1])
+        assert not page.page_errors

@@ -711,11 +711,70 @@ $('load').addEventListener('click', () => guarded(async () => {
   const p = await askPath('open_project', 'Load project (.soma)', defaultProjectPath());
   if (p) await call('load_project', { path: p });
 }));
-$('export').addEventListener('click', () => guarded(async () => {
-  const base = defaultProjectPath().replace(/\.soma$/, '');
-  const p = await askPath('export', 'Export partials to (.csv or .json)', base ? `${base}_partials.csv` : '');
-  if (p) { const r = await call('export', { path: p }); $('status-timings').textContent = `exported ${r.partials} partials to ${r.path}`; }
-}));
+// The Export dialog: SOMA's outputs (MIDI, sine and CV audio) and the points (CSV, JSON).
+const EXPORT_SUFFIX = { mpe: '.mid', midi: '.mid', mono: '.mid', audio: '.wav', cv: '.wav', csv: '.csv', json: '.json' };
+
+function exportSync(form, changedFormat) {
+  const f = form.format.value;
+  for (const fs of form.querySelectorAll('fieldset')) fs.hidden = !fs.dataset.for.split(' ').includes(f);
+  if (changedFormat) {
+    const p = form.path.value;
+    const keepFlac = (f === 'audio' || f === 'cv') && /\.flac$/i.test(p);
+    if (p && !keepFlac) form.path.value = p.replace(/(\.[^./]*)?$/, EXPORT_SUFFIX[f]);
+    if (!form.pitch_bend_range.dataset.edited) form.pitch_bend_range.value = f === 'mpe' ? 48 : 12;
+  }
+}
+
+function exportBody(form) {
+  const f = form.format.value;
+  const body = { path: form.path.value.trim(), include_muted: form.include_muted.checked };
+  if (f === 'csv' || f === 'json') return ['export', body];
+  body.format = f;
+  if (f === 'mpe' || f === 'midi' || f === 'mono') {
+    Object.assign(body, { pitch_bend_range: parseInt(form.pitch_bend_range.value, 10), amplitude: form.amplitude.value,
+      curve: form.curve.value, cc_rate: parseFloat(form.cc_rate.value) });
+  } else {
+    if (form.sample_rate.value) body.sample_rate = parseInt(form.sample_rate.value, 10);
+    body.bit_depth = parseInt(form.bit_depth.value, 10);
+    if (f === 'audio') Object.assign(body, { speed: parseFloat(form.speed.value), normalize: form.normalize.checked });
+    else Object.assign(body, { mode: form.mode.value, curve: form.cv_curve.value });
+  }
+  return ['export_as', body];
+}
+
+async function runExport(form) {
+  const [method, body] = exportBody(form);
+  if (!body.path) throw new Error('type the file to write');
+  let r = await call(method, body);
+  if (r.status === 'exists') {
+    if (!window.confirm(`${r.path} exists. Replace it?`)) return;
+    r = await call(method, { ...body, overwrite: true });
+  }
+  const paths = r.paths || [r.path];
+  $('status-timings').textContent = `exported ${r.partials} partials to ${paths.join(', ')}`;
+  $('export-dialog').dataset.written = JSON.stringify(paths);
+}
+
+{
+  const dlg = $('export-dialog'), form = dlg.querySelector('form');
+  form.format.addEventListener('change', () => exportSync(form, true));
+  form.pitch_bend_range.addEventListener('input', () => { form.pitch_bend_range.dataset.edited = '1'; });
+  $('export-browse').hidden = !windowMode;
+  $('export-browse').addEventListener('click', () => guarded(async () => {
+    const p = (await call('dialog', { kind: 'export' })).path;
+    if (p) { form.path.value = p; }
+  }));
+  dlg.addEventListener('close', () => { if (dlg.returnValue === 'ok') guarded(() => runExport(form)); });
+  $('export').addEventListener('click', () => {
+    if (!form.path.value) {
+      const base = defaultProjectPath().replace(/\.soma$/, '');
+      form.path.value = base ? base + EXPORT_SUFFIX[form.format.value] : '';
+    }
+    exportSync(form, false);
+    dlg.returnValue = '';
+    dlg.showModal();
+  });
+}
 
 const stage = $('stage');
 stage.addEventListener('dragover', (e) => { e.preventDefault(); stage.classList.add('drag'); });
