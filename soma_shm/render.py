@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -96,7 +97,8 @@ def cwt_image(
     Raises
     ------
     ParameterError, AudioFormatError
-        Bad geometry, sample rate, audio or ``out`` buffer; the message names the value.
+        Bad geometry, sample rate, audio or ``out`` buffer; the message names the value. Also a
+        request whose working memory (:func:`request_cost`) exceeds this machine's memory.
 
     Notes
     -----
@@ -118,6 +120,7 @@ def cwt_image(
     audio, fs, t0, t1, fmin, fmax, width, height, settings = _prepare(
         audio, sample_rate, t0, t1, fmin, fmax, width, height, settings
     )
+    check_cost("cwt", fs, t0, t1, fmin, settings, physical_memory(), option=None)
     out = _validate.output(out, height, width, np.float32)
     cwt, _, _ = _kernels()
     col_a, col_b = column_bounds(t0, t1, width, fs)
@@ -333,34 +336,56 @@ def request_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: fl
     return int(CWT_BYTES_PER_SAMPLE * ((t1 - t0) * sample_rate + 2.0 * pad))
 
 
-def check_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: float,
-               settings: AnalysisSettings | None, limit: int, option: str = "EngineOptions.max_request_bytes",
-               what: str = "fmin") -> None:
-    """Raise ParameterError if :func:`request_cost` exceeds ``limit`` bytes, naming the lowest
-    ``fmin`` (or the widest window) that fits and the ``option`` that raises the limit."""
-    cost = request_cost(method, sample_rate, t0, t1, fmin, settings)
-    if cost <= limit:
-        return
-    gib = 2.0**30
+def physical_memory() -> int:
+    """Bytes of physical memory of this machine (a bound no request can exceed)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 1 << 40
+
+
+def _cost_fix(cost: int, fmin: float, t0: float, t1: float, sample_rate: float, limit: int) -> float | None:
+    """The lowest fmin whose request fits ``limit`` (cost is linear in 1/fmin), or None if the
+    window alone exceeds it."""
     window = (t1 - t0) * sample_rate * CWT_BYTES_PER_SAMPLE
-    if window < limit:
-        # cost is linear in 1/fmin: solve for the fmin that fits
-        per_inv_f = (cost - window) * fmin
-        fix = f"raise {what} to at least {per_inv_f / (limit - window):.3g} Hz"
-    else:
-        fix = f"narrow the window to under {limit / CWT_BYTES_PER_SAMPLE / sample_rate:.0f} s"
-    raise _validate.ParameterError(
-        f"{what}={fmin:g} Hz over a {t1 - t0:g} s window: this {method.upper()} would need about "
-        f"{cost / gib:.2f} GiB of working memory (a wavelet's length grows as 1/fmin; the limit is "
-        f"{limit / gib:.2f} GiB); {fix}, or raise {option}"
+    return None if window >= limit else (cost - window) * fmin / (limit - window)
+
+
+def _too_costly(what: str, cost: int, limit: int, fix: str, option: str | None) -> ParameterError:
+    gib = 2.0**30
+    where = f"{limit / gib:.2f} GiB" + ("" if option else ", this machine's memory")
+    return _validate.ParameterError(
+        f"{what}: the CWT would need about {cost / gib:.2f} GiB of working memory (a wavelet's length grows "
+        f"as 1/frequency; the limit is {where}); {fix}" + (f", or raise {option}" if option else "")
     )
 
 
+def check_cost(method: str, sample_rate: float, t0: float, t1: float, fmin: float,
+               settings: AnalysisSettings | None, limit: int,
+               option: str | None = "EngineOptions.max_request_bytes") -> None:
+    """Raise ParameterError if :func:`request_cost` exceeds ``limit`` bytes, naming the lowest
+    ``fmin`` (or the widest window) that fits and the ``option`` that raises the limit (None: the
+    limit is the machine's memory)."""
+    cost = request_cost(method, sample_rate, t0, t1, fmin, settings)
+    if cost <= limit:
+        return
+    ok = _cost_fix(cost, fmin, t0, t1, sample_rate, limit)
+    fix = (f"raise fmin to at least {ok:.3g} Hz" if ok is not None
+           else f"narrow the window to under {limit / CWT_BYTES_PER_SAMPLE / sample_rate:.0f} s")
+    raise _too_costly(f"fmin={fmin:g} Hz over a {t1 - t0:g} s window", cost, limit, fix, option)
+
+
 def check_snap_cost(points: np.ndarray, sample_rate: float, settings: AnalysisSettings | None, limit: int,
-                    option: str = "EngineOptions.max_request_bytes") -> None:
-    """:func:`check_cost` for snapping validated trace ``points`` (the CWT over the trace's span,
-    down to the lowest frequency the snap searches)."""
+                    option: str | None = "EngineOptions.max_request_bytes") -> None:
+    """:func:`check_cost` for snapping validated trace ``points``: the CWT over the trace's span,
+    down to the lowest frequency the snap searches (``freq_window_octaves`` below the trace)."""
     s = _validate.settings_or_default(settings)
-    lowest = float(points[:, 1].min()) * 2.0 ** -s.freq_window_octaves
-    check_cost("cwt", sample_rate, float(points[0, 0]), float(points[-1, 0]), lowest, s, limit, option,
-               what="the lowest frequency the snap searches (the trace's lowest minus freq_window_octaves)")
+    below = 2.0 ** -s.freq_window_octaves
+    lowest, t0, t1 = float(points[:, 1].min()), float(points[0, 0]), float(points[-1, 0])
+    cost = request_cost("cwt", sample_rate, t0, t1, lowest * below, s)
+    if cost <= limit:
+        return
+    ok = _cost_fix(cost, lowest * below, t0, t1, sample_rate, limit)
+    fix = (f"draw the trace above {ok / below:.3g} Hz" if ok is not None
+           else f"snap under {limit / CWT_BYTES_PER_SAMPLE / sample_rate:.0f} s at a time")
+    raise _too_costly(f"a trace down to {lowest:g} Hz over {t1 - t0:g} s", cost, limit, fix, option)

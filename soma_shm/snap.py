@@ -100,6 +100,9 @@ def snap_trace(
     settings = _validate.settings_or_default(settings)
     duration = a.shape[0] / fs
     pts = _validate.trace(trace, fs, duration)
+    from .render import check_snap_cost, physical_memory
+
+    check_snap_cost(pts, fs, settings, physical_memory(), option=None)
 
     dt = settings.time_resolution_ms / 1000.0
     t_first, t_last = float(pts[0, 0]), float(pts[-1, 0])

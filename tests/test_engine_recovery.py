@@ -216,11 +216,11 @@ def test_a_request_costing_too_much_memory_is_refused_before_it_starts(tone):
         eng.open(x, sample_rate=fs)
         before = eng.stats()["viewport"]["requests"]
         with pytest.raises(soma_shm.ParameterError,
-                           match=r"fmin=0.003 Hz .* about 7\.\d+ GiB .* raise fmin to at least 0\.0\d+ Hz"):
+                           match=r"fmin=0.003 Hz over a 1 s window: the CWT would need about 7\.\d+ GiB .* raise fmin to at least 0\.0\d+ Hz"):
             eng.submit_viewport(1.0, 2.0, 0.003, 5_000, 64, 32)
         with pytest.raises(soma_shm.ParameterError, match="fmin=1e-06 Hz"):
             eng.submit_viewport(1.0, 2.0, 1e-6, 5_000, 64, 32)
-        with pytest.raises(soma_shm.ParameterError, match="lowest frequency the snap searches"):
+        with pytest.raises(soma_shm.ParameterError, match=r"a trace down to 0.002 Hz over 1 s: .* draw the trace above 0\.\d+ Hz"):
             eng.submit_snap([(1.0, 0.002), (2.0, 0.002)])
         assert eng.stats()["viewport"]["requests"] == before  # nothing reached a worker
         # Just inside the bound it is computed; a smaller limit refuses it.
@@ -231,6 +231,14 @@ def test_a_request_costing_too_much_memory_is_refused_before_it_starts(tone):
         eng.open(x, sample_rate=fs)
         with pytest.raises(soma_shm.ParameterError, match="raise EngineOptions.max_request_bytes"):
             eng.submit_viewport(1.0, 2.0, 1.0, 5_000, 64, 32)
+
+
+def test_library_calls_costing_more_than_the_machine_has_are_typed_errors(tone):
+    x, fs = tone
+    with pytest.raises(soma_shm.ParameterError, match=r"fmin=1e-06 Hz .* this machine's memory\); raise fmin"):
+        soma_shm.cwt_image(x, fs, 1.0, 2.0, 1e-6, 5_000, 64, 32)
+    with pytest.raises(soma_shm.ParameterError, match=r"a trace down to 1e-05 Hz .* draw the trace above"):
+        soma_shm.snap_trace(x, fs, [(1.0, 1e-5), (2.0, 1e-5)])
 
 
 # ------------------------------------------------------------------------ dropped engines

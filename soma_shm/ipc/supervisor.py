@@ -400,6 +400,11 @@ class Supervisor:
                     self._reap(r, w)
                 continue
             req = r.queue[0]
+            if req.future.done():  # cancelled by the caller since this step began
+                r.queue.popleft()
+                self._forget(req)
+                r.stats["cancels"] += 1
+                continue
             if r.ring is not None and not r.lease(req):
                 return  # every slot still belongs to a terminated worker not reaped yet
             r.queue.popleft()
