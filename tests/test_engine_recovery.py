@@ -182,6 +182,41 @@ def test_handles_are_futures_and_cancelled_is_a_cancelled_error(tone):
         assert isinstance(slow.exception(), soma_shm.RequestCancelled)
 
 
+# ------------------------------------------------------------------------------- role table
+def test_a_new_role_is_one_entry_in_the_table():
+    """A role defined only by a table entry (and a task) gets workers, slots and a queue bound."""
+    import multiprocessing as mp
+
+    from soma_shm.ipc.protocol import Role
+    from soma_shm.ipc.supervisor import Request, Supervisor
+
+    options = soma_shm.EngineOptions(spares=False)
+    ctx = mp.get_context(options.method)
+    ctx.set_forkserver_preload(["soma_shm.ipc._preload"])
+    table = {"ramp": Role("ramp", "tests.worker_tasks:ramp", "samples", slots=lambda o: 1,
+                          capacity=lambda o: 4 * 1000, policy="queue", queue_limit=lambda o: 1)}
+    sup = Supervisor(options, ctx, table)
+    try:
+        futures = [cf.Future() for _ in range(3)]
+        for n, fut in zip((10, 20, 30), futures):
+            sup.submit(Request(sup.new_id(), "ramp", table["ramp"].task, {"n": n}, fut, None, None))
+        # At most one waits beside the computing one: the oldest waiting is dropped, and the
+        # message names the role's bound.
+        results = []
+        for fut in futures:
+            try:
+                results.append(fut.result(timeout=60)[0]["samples"])
+            except soma_shm.QueueFull as exc:
+                assert "the ramp role's queue_limit" in str(exc)
+                results.append(None)
+        assert results[-1] is not None and results[-1].dtype == np.float32
+        np.testing.assert_array_equal(results[-1], np.arange(30, dtype=np.float32))
+        got = [r for r in results if r is not None]
+        assert sup.stats()["ramp"]["done"] == len(got) and sup.stats()["ramp"]["dropped"] == 3 - len(got)
+    finally:
+        sup.close()
+
+
 # ----------------------------------------------------------------------------------- results
 def test_result_arrays_never_change_when_their_slot_is_reused(tone):
     x, fs = tone

@@ -51,3 +51,13 @@ def _build(rid, payload, timings):
 def submit(engine, role: str, name: str, **params):
     """Submit test task ``name`` with ``params`` to ``role``; returns the handle."""
     return engine._submit(role, params, _build, task=f"tests.worker_tasks:{name}")
+
+
+def ramp(job) -> dict:
+    """Write ``0, 1, ..., n-1`` as float32 samples into the slot (the "samples" slot kind)."""
+    n = job.params["n"]
+    out = job.samples_out(n)
+    out[:] = range(n)
+    del out
+    job.publish_samples(n)
+    return {"compute_s": 0.0}

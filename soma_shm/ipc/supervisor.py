@@ -286,10 +286,7 @@ class Supervisor:
                 timeout = max(0.0, self._next_timer() - time.perf_counter())
                 ready = set(multiprocessing.connection.wait(objs, None if timeout == math.inf else timeout))
                 if self._wake_r in ready:
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except OSError:
-                        pass
+                    os.read(self._wake_r, 4096)
                 try:
                     finished = self._step(ready)
                 except Exception:  # pragma: no cover - a bug here must not end supervision
@@ -302,6 +299,9 @@ class Supervisor:
                 if finished:
                     return
         finally:
+            with self._lock:
+                self._closing = True  # nothing new is taken; whatever still waits is told
+            self.cancel(why="the engine's supervisor stopped")
             for r in self._roles.values():
                 for w in list(r.workers):
                     launch.signal_pid(w.pid, signal.SIGKILL)
@@ -362,7 +362,7 @@ class Supervisor:
             r.stats["dropped"] += 1
             self._fail(dropped, QueueFull(
                 f"{r.name} request {dropped.id} was dropped: more than {r.queue_limit} requests were waiting "
-                f"(raise EngineOptions.{r.name}_queue or wait for results)"))
+                f"(raise {_queue_option(self.options, r.name)} or wait for results)"))
         # Everything a queued request waits for is bounded (a start, then the computations ahead
         # of it): past the sum of those bounds something is wrong, and it is given up.
         ahead = len(r.queue) + (r.current is not None)
@@ -459,13 +459,7 @@ class Supervisor:
                 w.request = r.current = None
                 r.free(req, bump=True)
                 r.stats["errors"] += 1
-                err = msg.error
-                if not isinstance(err, SomaError):
-                    wrapped = WorkerError(f"{r.name} worker failed on request {req.id}: {type(err).__name__}: {err}",
-                                          getattr(err.__cause__, "tb", None))
-                    wrapped.__cause__ = err
-                    err = wrapped
-                self._fail(req, err)
+                self._fail(req, _caller_error(r.name, req.id, msg.error))
 
     def _done(self, r: _RoleState, req: Request, msg: Done) -> None:
         now = time.perf_counter()
@@ -644,6 +638,22 @@ class Supervisor:
                 r.ring.close()
                 r.ring.unlink()
                 r.ring = None
+
+
+def _caller_error(role: str, rid: int, err: BaseException) -> BaseException:
+    """What the caller gets for a worker's exception: soma_shm's own errors as they are (their
+    ``__cause__`` is the remote traceback), anything else as a WorkerError caused by it."""
+    if isinstance(err, SomaError):
+        return err
+    wrapped = WorkerError(f"{role} worker failed on request {rid}: {type(err).__name__}: {err}",
+                          getattr(err.__cause__, "tb", None))
+    wrapped.__cause__ = err
+    return wrapped
+
+
+def _queue_option(options, role: str) -> str:
+    name = f"{role}_queue"
+    return f"EngineOptions.{name}" if hasattr(options, name) else f"the {role} role's queue_limit"
 
 
 def _read_slot(ring: SlotRing, slot: int, kind: str, params: Any) -> dict:
