@@ -195,8 +195,8 @@ def test_stroke_snaps_into_a_partial_with_undo_and_redo(app, opened):
     _, _, client = app
     before = len(client.call("state")["document"]["partials"])
     rid = client.call("snap", trace=[[1.0, 455.0], [2.0, 430.0], [3.0, 450.0]])["request_id"]
+    edit = client.wait("edit", where=lambda e: (e["label"] or "").startswith("add"))
     snapped = client.wait("snapped", where=lambda e: e["request_id"] == rid)
-    edit = client.wait("edit")
     # Only the new partial travels, with the history flags.
     assert [p["id"] for p in edit["added"]] == [snapped["partial_id"]] and edit["history"]["can_undo"]
     assert edit["changed"] == [] and edit["removed"] == []
@@ -270,8 +270,8 @@ def test_edit_tools_through_the_api(app, opened):
     t = np.array(client.wait("edit", where=lambda e: e["label"] == f"crop {a}")["changed"][0]["points"])[:, 0]
     assert t[0] >= 1.0 and t[-1] <= 2.0
     rid = client.call("extend_partial", id=a, trace=[[t[-1], 1500.0], [3.0, 1500.0]])["request_id"]
-    client.wait("snapped", where=lambda e: e["request_id"] == rid)
     ext = client.wait("edit", where=lambda e: e["label"] == f"extend {a}")
+    client.wait("snapped", where=lambda e: e["request_id"] == rid)
     t2 = np.array(ext["changed"][0]["points"])[:, 0]
     assert t2[0] == t[0] and t2[-1] > 2.8
     out = client.call("erase", trace=[[1.5, 1200.0], [1.5, 1900.0]], radius_t=0.05, radius_octaves=0.05)

@@ -20,7 +20,7 @@ Events (``{"type": ..., ...}``):
                                             one edit, undo or redo: the partials added and changed
                                             (with points), the ids removed, the history flags and,
                                             when they changed, the settings
-``snapped``   {request_id, partial_id, timings}
+``snapped``   {request_id, partial_id, timings}   after the edit event that added the partial
 ``status``    {status}                      worker state and last timings
 ``error``     {op, error: {type, message}, request_id?}
 """
@@ -626,8 +626,10 @@ class AppBackend:
                 return
             self._last["snap"] = {"request_id": rid, "points": int(points.shape[0]), **timings}
             event = self._edit_event(self._last_edit())
-        self.events.publish({"type": "snapped", "request_id": rid, "partial_id": partial.id, "timings": timings})
+        # The partial first, then the answer to the stroke: the page drops the stroke's dashed line
+        # only once the partial is there.
         self.events.publish(event)
+        self.events.publish({"type": "snapped", "request_id": rid, "partial_id": partial.id, "timings": timings})
         self._publish_status()
 
     # --------------------------------------------------------------------------- editing
