@@ -193,3 +193,25 @@ def test_ten_thousand_partials_every_edit_undoes_and_redoes_exactly():
         doc.redo()
         assert snapshot(doc) == states[k]
     assert len(doc) == 10_000 + 1 - 50 - 1 + len(cut["added"]) - len(cut["removed"])
+
+
+def test_projects_read_the_same_with_or_without_the_fast_json_parser(tmp_path, monkeypatch):
+    from soma_shm.app import persistence
+
+    doc = SomaDocument()
+    for i in range(50):
+        doc.add_partial(line(0.1 * i, 0.1 * i + 0.5, 100.0 + 37.0 * i, amp=0.01 * (i + 1)))
+    doc.set_muted([doc.partials[3].id], True)
+    doc.save(tmp_path / "x.soma")
+    fast = SomaDocument.load(tmp_path / "x.soma")
+    monkeypatch.setattr(persistence, "_orjson", None)
+    slow = SomaDocument.load(tmp_path / "x.soma")
+    assert snapshot(fast) == snapshot(slow) == snapshot(doc)
+    # What the fast parser refuses still gets the standard parser's reading and errors.
+    monkeypatch.undo()
+    (tmp_path / "nan.soma").write_text('{"data": {"partials": [{"id": "x", "points": [[0.1, NaN, 0.2]]}]}}')
+    with pytest.raises(ParameterError, match="partial x: point 0 is not finite"):
+        SomaDocument.load(tmp_path / "nan.soma")
+    (tmp_path / "bad.soma").write_text('{"data": [1, 2,')
+    with pytest.raises(ParameterError, match="invalid JSON at line 1"):
+        SomaDocument.load(tmp_path / "bad.soma")
