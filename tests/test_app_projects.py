@@ -191,7 +191,7 @@ def test_a_project_that_is_not_json_changes_nothing(backend, on_first, monkeypat
     def broken(*a, **k):
         raise json.JSONDecodeError("Expecting value", "x", 0)
 
-    monkeypatch.setattr(persistence.json, "loads", broken)
+    monkeypatch.setattr(persistence, "_parse_json", broken)
     with pytest.raises(ParameterError, match="not a .soma project"):
         backend.load_project(str(project))
     assert_unchanged(backend, before)
