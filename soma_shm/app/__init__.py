@@ -3,7 +3,9 @@
 What lives here:
 
 - ``document.py`` - :class:`SomaDocument`: source, settings, partials, undo/redo history,
-  ``.soma`` project save/load (SOMA layout), CSV/JSON export.
+  ``.soma`` project save/load, CSV/JSON export.
+- ``persistence.py`` - the ``.soma`` format (SOMA's layout both ways), atomic writes, audio
+  copied beside a project and relinked by MD5, recent projects, recovery files, autosave.
 - ``backend.py`` - :class:`AppBackend`: one Engine and one document; the API methods; events
   pushed to the page; image blobs kept for the page to fetch.
 - ``server.py`` - :class:`AppServer`: the local HTTP server (page, blobs, ``POST /api/<method>``,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -71,6 +72,32 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
                                    min_size=(800, 500))
     backend.dialogs = _dialogs(window)
     report: dict = {"ok": False}
+
+    def closing() -> bool:
+        # Qt's close event, on the GUI thread: unsaved edits need the user's word (they are kept
+        # in the recovery file either way and offered at the next start).
+        if self_test is not None or stop.is_set() or not backend.document.dirty:
+            return True
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            None, "soma_shm", "The project has unsaved changes.\n\nClose anyway? They are kept in a recovery "
+            "file and offered when the app starts next.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes  # False keeps the window open
+
+    window.events.closing += closing
+
+    def terminated(*_) -> None:
+        # SIGTERM: unsaved edits go to the recovery file now, then the window closes.
+        if backend.autosaver is not None:
+            backend.autosaver.flush()
+        stop.set()
+        try:
+            window.destroy()
+        except Exception:  # pragma: no cover - the window is already gone
+            pass
+
+    signal.signal(signal.SIGTERM, terminated)
 
     def started() -> None:
         threading.Thread(target=_pusher, args=(window, events, stop), daemon=True, name="soma-app-push").start()

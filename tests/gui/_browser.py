@@ -30,10 +30,12 @@ def need_xvfb():
 
 
 @contextmanager
-def served(*args: str):
-    """`soma-shm serve ARGS` in a subprocess; yields its URL (the first line of its output)."""
+def served(*args: str, env: dict | None = None):
+    """`soma-shm serve ARGS` in a subprocess (``env``: extra environment); yields its URL (the
+    first line of its output). Leaving the block sends SIGTERM and expects a clean exit."""
     proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
     try:
         url = proc.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):

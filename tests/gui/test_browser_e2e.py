@@ -145,6 +145,10 @@ def test_open_zoom_draw_undo_save_reload(recording, tmp_path):
         page.click("[data-testid=load]")
         page.fill("[data-testid=path-input]", str(project))
         page.click("[data-testid=path-ok]")
+        # The delete is unsaved: opening a project asks before dropping it.
+        page.wait_for_selector("[data-testid=confirm-dialog][open]")
+        assert "unsaved changes" in page.inner_text("[data-testid=confirm-message]")
+        page.click("[data-testid=confirm-ok]")
         page.wait_for_function("() => document.querySelectorAll('[data-testid=partial-item]').length === 1")
 
         # Reloading the page restores everything from the backend.

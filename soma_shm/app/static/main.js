@@ -368,6 +368,7 @@ function setHistory(h) {
   $('undo').disabled = !h.can_undo; $('undo').title = h.undo_label ? `Undo ${h.undo_label} (Ctrl+Z)` : 'Undo (Ctrl+Z)';
   $('redo').disabled = !h.can_redo; $('redo').title = h.redo_label ? `Redo ${h.redo_label} (Ctrl+Shift+Z)` : 'Redo (Ctrl+Shift+Z)';
   document.body.dataset.dirty = String(!!h.dirty);
+  showDirty();
 }
 
 function setSettings(settings) {
@@ -456,7 +457,7 @@ function onEvent(ev) {
       canvas.dataset.overview = 'loading';
       $('status').dataset.state = 'ready';
       $('status-file').textContent = `${ev.file.name} · ${ev.file.duration.toFixed(2)} s · ${ev.file.sample_rate} Hz`;
-      document.title = `soma_shm — ${ev.file.name}`;
+      showDirty();
       view.setLimits({ t0: 0, t1: ev.file.duration, fmin: ev.file.fmin, fmax: ev.file.fmax });
       guarded(() => setDocument(ev.document));
       onOverview(ev.overview).then(() => requestView(true));
@@ -469,6 +470,10 @@ function onEvent(ev) {
     case 'snapped': settleStroke(ev.request_id); break;
     case 'status': renderStatus(ev.status); break;
     case 'synth': if (player.playing) player.handover(); break;
+    case 'closed': { // a failed open could not bring the previous file back: no file is shown
+      app.file = null; app.viewport = null; app.overview = null; canvas.dataset.overview = 'none';
+      $('empty').hidden = false; guarded(() => setDocument(ev.document)); invalidate(); break;
+    }
     case 'error': {
       if (ev.op === 'open') { $('loading').hidden = true; if (!app.file) $('empty').hidden = false; }
       if (ev.op === 'snap') settleStroke(ev.request_id);
@@ -654,8 +659,9 @@ $('settings-form').addEventListener('submit', (e) => {
 });
 
 document.addEventListener('keydown', (e) => {
-  if (e.target instanceof HTMLInputElement) return;
   const k = e.key.toLowerCase();
+  if ((e.ctrlKey || e.metaKey) && k === 's') { e.preventDefault(); if (e.shiftKey) saveAs(); else save(); return; }
+  if (e.target instanceof HTMLInputElement) return;
   if ((e.ctrlKey || e.metaKey) && k === 'z') {
     e.preventDefault();
     if (!$(e.shiftKey ? 'redo' : 'undo').disabled) guarded(() => call(e.shiftKey ? 'redo' : 'undo'));
@@ -691,7 +697,10 @@ async function askPath(kind, label, value) {
 function defaultProjectPath() {
   if (app.doc && app.doc.project_path) return app.doc.project_path;
   const src = app.doc && app.doc.source.path;
-  return src ? src.replace(/\.[^./]+$/, '') + '.soma' : '';
+  if (!src) return '';
+  // Audio in the app's temporary folder (uploaded, dropped, demo): suggest the home folder.
+  const base = src.replace(/\.[^./]+$/, '') + '.soma';
+  return src.includes('/soma_shm_app_') ? `~/${base.split('/').pop()}` : base;
 }
 
 $('open').addEventListener('click', () => guarded(async () => {
@@ -703,13 +712,94 @@ $('file-input').addEventListener('change', (e) => {
   if (f) guarded(() => upload(f));
 });
 $('demo').addEventListener('click', () => guarded(() => call('open_demo', {})));
-$('save').addEventListener('click', () => guarded(async () => {
-  const p = await askPath('save_project', 'Save project as (.soma)', defaultProjectPath());
-  if (p) await call('save_project', { path: p });
-}));
+// ------------------------------------------------------------------------------ projects
+function showDirty() {
+  const dirty = !!(app.history && app.history.dirty);
+  $('unsaved').hidden = !dirty;
+  const name = app.doc && app.doc.project_path ? app.doc.project_path.split('/').pop() : (app.file ? app.file.name : '');
+  document.title = `${dirty ? '● ' : ''}soma_shm${name ? ` — ${name}` : ''}`;
+}
+
+function askConfirm(message, ok = 'OK', cancel = 'Cancel') {
+  const dlg = $('confirm-dialog');
+  $('confirm-message').textContent = message;
+  $('confirm-ok').textContent = ok; $('confirm-cancel').textContent = cancel;
+  dlg.returnValue = '';
+  dlg.showModal();
+  return new Promise((resolve) => dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true }));
+}
+
+// Write with consent: the backend answers "exists" instead of replacing a file; the user decides.
+async function writeWithConsent(method, body) {
+  let r = await call(method, { ...body, overwrite: false });
+  if (r.status === 'exists') {
+    if (!await askConfirm(`${r.path} already exists.\nReplace it?`, 'Replace')) return null;
+    r = await call(method, { ...body, path: r.path, overwrite: true });
+  }
+  return r;
+}
+
+function saved(r) {
+  if (!r) return;
+  if (app.doc) app.doc.project_path = r.path;
+  showDirty();
+  $('status-timings').textContent = `saved ${r.path}${r.copied_audio ? ` (audio copied to ${r.copied_audio})` : ''}`;
+  refreshRecent();
+}
+
+function save() {
+  if (!app.doc) return undefined;
+  if (!app.doc.project_path) return saveAs();
+  return guarded(async () => saved(await call('save_project', { path: app.doc.project_path, overwrite: true })));
+}
+
+function saveAs() {
+  if (!app.doc) return undefined;
+  return guarded(async () => {
+    const p = await askPath('save_project', 'Save project as (.soma)', defaultProjectPath());
+    if (p) saved(await writeWithConsent('save_project', { path: p }));
+  });
+}
+
+async function openProject(path) {
+  if (app.history && app.history.dirty
+      && !await askConfirm('The current project has unsaved changes.\nOpen another one and lose them?', 'Open anyway')) return;
+  try {
+    await call('load_project', { path });
+  } catch (e) {
+    if (e.type !== 'ProjectAudioMissing') throw e;
+    const folder = await promptPath(`${e.message}\nFolder:`, '');
+    if (folder) await call('load_project', { path, search_dir: folder });
+  }
+  refreshRecent();
+}
+
+async function refreshRecent() {
+  const r = await call('recent_projects');
+  const sel = $('recent');
+  sel.replaceChildren(new Option('Recent…', ''));
+  for (const p of r.projects) {
+    const o = new Option(p.name, p.path);
+    o.title = p.path; o.disabled = !p.exists;
+    sel.append(o);
+  }
+}
+
+async function offerRecovery() {
+  const { offers } = await call('recovery_offers');
+  for (const o of offers) {
+    const what = o.project_path ? o.project_path.split('/').pop() : 'an unsaved project';
+    const yes = await askConfirm(`Unsaved work on ${what} (${o.partials} partials, ${o.written_at || 'earlier'}) was kept when the app last ended.\nRestore it?`, 'Restore', 'Discard');
+    if (yes) { await call('restore_recovery', { path: o.path }); return; }
+    await call('discard_recovery', { path: o.path });
+  }
+}
+
+$('save').addEventListener('click', () => save());
+$('save-as').addEventListener('click', () => saveAs());
 $('load').addEventListener('click', () => guarded(async () => {
   const p = await askPath('open_project', 'Load project (.soma)', defaultProjectPath());
-  if (p) await call('load_project', { path: p });
+  if (p) await openProject(p);
 }));
 // The Export dialog: SOMA's outputs (MIDI, sine and CV audio) and the points (CSV, JSON).
 const EXPORT_SUFFIX = { mpe: '.mid', midi: '.mid', mono: '.mid', audio: '.wav', cv: '.wav', csv: '.csv', json: '.json' };
@@ -775,6 +865,15 @@ async function runExport(form) {
     dlg.showModal();
   });
 }
+$('recent').addEventListener('change', (e) => {
+  const p = e.target.value; e.target.value = '';
+  if (p) guarded(() => openProject(p));
+});
+// Leaving or reloading the page with unsaved changes asks first (the backend keeps a recovery
+// file either way).
+window.addEventListener('beforeunload', (e) => {
+  if (app.history && app.history.dirty) { e.preventDefault(); e.returnValue = ''; }
+});
 
 const stage = $('stage');
 stage.addEventListener('dragover', (e) => { e.preventDefault(); stage.classList.add('drag'); });
@@ -796,5 +895,7 @@ guarded(async () => {
   if (st.last_error) onEvent({ type: 'error', ...st.last_error });
   if (st.file && st.overview) onEvent({ type: 'opened', file: st.file, overview: st.overview, document: st.document });
   else if (st.document) await setDocument(st.document);
+  await refreshRecent();
+  if (st.recovery_offers) await offerRecovery();
 });
 resize();
