@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 
 import pytest
@@ -32,10 +33,19 @@ def need_xvfb():
 @contextmanager
 def served(*args: str, env: dict | None = None):
     """`soma-shm serve ARGS` in a subprocess (``env``: extra environment); yields its URL (the
-    first line of its output). Leaving the block sends SIGTERM and expects a clean exit."""
+    first line of its output). Leaving the block sends SIGTERM and expects a clean exit.
+
+    Unless ``env`` names them, each server gets its own empty config and state folders: unsaved
+    work one test leaves behind (a recovery file) is not offered to the next test's page."""
+    own = None
+    env = dict(env or {})
+    if "XDG_STATE_HOME" not in env or "XDG_CONFIG_HOME" not in env:
+        own = tempfile.mkdtemp(prefix="soma_gui_xdg_")
+        env.setdefault("XDG_STATE_HOME", os.path.join(own, "state"))
+        env.setdefault("XDG_CONFIG_HOME", os.path.join(own, "config"))
     proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **env})
     try:
         url = proc.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
@@ -50,6 +60,9 @@ def served(*args: str, env: dict | None = None):
             proc.kill()
             proc.communicate()
             raise
+        finally:
+            if own is not None:
+                shutil.rmtree(own, ignore_errors=True)
         assert proc.returncode == 0, err
 
 
