@@ -158,9 +158,15 @@ class EngineDesign:
     def worker_pids(self):
         return self.engine.worker_pids()
 
+    def mark(self):
+        self._mark = self.engine.stats()["viewport"]
+
     def bytes_per_request(self):
-        s = self.engine.stats()["viewport"]
-        return (s["bytes_sent"] + s["bytes_received"]) / max(1, s["requests"])
+        """Bytes both ways per request since :meth:`mark` (the one-by-one requests: no respawn
+        or superseded request in between)."""
+        s, m = self.engine.stats()["viewport"], self._mark
+        sent = s["messages_sent"] - m["messages_sent"]
+        return (s["bytes_sent"] + s["bytes_received"] - m["bytes_sent"] - m["bytes_received"]) / max(1, sent)
 
     def close(self):
         self.engine.close()
@@ -259,6 +265,8 @@ def child(design: str, audio_path: str, repeats: int) -> dict:
             d.submit(rid, 10.0, 12.0)
             d.wait(rid)
             lat, kernel, overhead = [], [], []
+            if isinstance(d, EngineDesign):
+                d.mark()
             with Ticker() as tick:
                 for i in range(repeats):
                     rid += 1
@@ -271,6 +279,8 @@ def child(design: str, audio_path: str, repeats: int) -> dict:
                     if "overhead_s" in res:
                         overhead.append(res["overhead_s"])
             gaps = np.array(tick.gaps) * 1000
+            if isinstance(d, EngineDesign):
+                out["pipe_bytes_per_request"] = d.bytes_per_request()
             out.update(
                 latency_s=_util.median(lat),
                 kernel_s=_util.median(kernel),
@@ -294,7 +304,7 @@ def child(design: str, audio_path: str, repeats: int) -> dict:
             gaps = np.array(tick.gaps) * 1000
             out["storm_stall_max_ms"] = float(gaps.max()) if len(gaps) else float("nan")
             if isinstance(d, EngineDesign):
-                out["pipe_bytes_per_request"] = d.bytes_per_request()
+                pass  # measured over the one-by-one requests above
             elif isinstance(d, SeedDesign):
                 out["pipe_bytes_per_request"] = float(audio.nbytes + 5 * VIEW["width"] * VIEW["height"])
             else:
@@ -324,10 +334,14 @@ def child_respawn(method: str, repeats: int) -> dict:
             h = worker_tasks.submit(eng, "viewport", "sleep", seconds=10.0)
             while not eng.stats()["viewport"]["busy"]:
                 time.sleep(0.001)
+            busy = eng.stats()["viewport"]["busy_pid"]
             t = time.perf_counter()
-            h.cancel()
-            while not eng.wait_ready(0.0005):
-                pass
+            h.cancel()  # ends the handle at once; the supervisor then terminates its worker
+            while True:
+                st = eng.stats()["viewport"]
+                if busy not in st["workers"] and st["ready"] >= 1:
+                    break
+                time.sleep(0.0005)
             times.append(time.perf_counter() - t)
         res["strict_cancel_to_ready_s"] = _util.median(times)
     with soma_shm.Engine(start_method=method, spares=True) as eng:
