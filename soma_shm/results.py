@@ -110,7 +110,8 @@ class RequestHandle(Future):
     Works with ``concurrent.futures.wait`` and ``as_completed``. ``result()`` raises the
     request's typed error (RequestCancelled, WorkerCrashed, WorkerTimeout, QueueFull, ...).
     Callbacks added with ``add_done_callback`` run in the thread that ends the request: the
-    engine's supervisor thread (with no lock held; keep them short) or a thread that cancels it.
+    engine's supervisor thread (with no lock held: they may call the engine; keep them short and
+    never wait there for another request's result) or a thread that cancels it.
     """
 
     def __init__(self, supervisor: Any, role: str, request_id: int):

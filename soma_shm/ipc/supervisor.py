@@ -565,6 +565,7 @@ class Supervisor:
         """The process is gone (or being killed): account for it and its request, release it."""
         if w not in r.workers:
             return
+        self._receive(r, w)  # what it said before it died (a Started decides retry or crash)
         w.proc.join(timeout=2.0)
         code = w.proc.exitcode
         r.workers.remove(w)
