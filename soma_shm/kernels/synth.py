@@ -395,3 +395,12 @@ def latest_active(starts, ends, times, owner, out):
             alive[top] = False
             top -= 1
         out[i] = top == owner[i]
+
+
+@jit
+def render_serial(t, f, a, mf, ma, phase, offsets, which, fs, stretch, fade, gain, n_lo, n_hi, out):
+    """:func:`render_chunks` for a few partials, on the calling thread (an edit): no chunk lists,
+    no thread hand-off; the same samples."""
+    for i in range(which.shape[0]):
+        p = which[i]
+        render_partial(t, f, a, mf, ma, phase, offsets[p], offsets[p + 1], fs, stretch, fade, gain, n_lo, n_hi, out, n_lo)
