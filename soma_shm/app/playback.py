@@ -7,8 +7,9 @@ float32 (``2 x M`` values). Output frame ``n`` is at source time ``n * S / fs``;
 fetched ahead of the playhead, so an hours-long file is never sent whole.
 
 - The original at speed 1 is a slice of the file's shared audio block; at another speed it is
-  time-stretched with pitch kept (Rubber Band, via pedalboard) in blocks of
-  :data:`STRETCH_BLOCK_S` output seconds, each from its source range plus
+  time-stretched with pitch kept (Rubber Band, via pedalboard) in blocks laid out from where
+  playback started (``origin``): 0.25 s of output first, then doubling to 4 s, so sound starts
+  quickly and block joins become rare; each block is stretched from its source range plus
   :data:`STRETCH_MARGIN_S` of context on each side and crossfaded into the next (a phase vocoder
   started twice does not continue its own phase), so chunks cut one continuous signal.
 - The resynthesis at speed 1 is a slice of the open file's mix block, which the engine's synth
@@ -45,7 +46,8 @@ log = logging.getLogger("soma_shm.app")
 
 MAX_CHUNK_FRAMES = 1 << 21  # ~44 s at 48 kHz per request
 STRETCH_MARGIN_S = 0.2  # source context on each side of a stretched block
-STRETCH_BLOCK_S = 2.0  # output seconds per stretched block
+STRETCH_FIRST_S = 0.25  # output seconds of the first stretched block after a start
+STRETCH_DOUBLINGS = 4  # blocks double this many times (0.25 s .. 4 s)
 STRETCH_OVERLAP = 1024  # output frames of crossfade between stretched blocks
 STRETCH_CACHE = 24  # stretched blocks kept
 MIN_SPEED, MAX_SPEED = 0.125, 8.0
@@ -166,49 +168,83 @@ class Playback:
                         self._stale = True
                     self._cond.notify_all()
 
-    def _block(self, audio: np.ndarray, fs: float, speed: float, k: int, gen: int) -> np.ndarray:
-        """Stretched block ``k``: output frames ``[k B, (k + 1) B + X)`` (B = block, X = overlap),
-        from the source range with :data:`STRETCH_MARGIN_S` of context each side; cached."""
-        key = (gen, speed, k)
+    @staticmethod
+    def _grid(fs: float, origin: int) -> tuple[int, int]:
+        """(first block, longest block) in output frames: blocks start at ``origin`` (where the
+        page started playing) and double from the first to the longest, so sound starts after a
+        short stretch and crossfades become rare."""
+        return int(STRETCH_FIRST_S * fs), int(STRETCH_FIRST_S * fs) << STRETCH_DOUBLINGS
+
+    def _bounds(self, fs: float, origin: int, k: int) -> tuple[int, int]:
+        """Output frames ``[lo, hi)`` of block ``k`` from ``origin``."""
+        b0, bmax = self._grid(fs, origin)
+        if k <= STRETCH_DOUBLINGS:
+            return origin + b0 * ((1 << k) - 1), origin + b0 * ((1 << (k + 1)) - 1) if k < STRETCH_DOUBLINGS \
+                else origin + b0 * ((1 << k) - 1) + bmax
+        lo = origin + b0 * ((1 << STRETCH_DOUBLINGS) - 1) + (k - STRETCH_DOUBLINGS) * bmax
+        return lo, lo + bmax
+
+    def _block_of(self, fs: float, origin: int, m: int) -> int:
+        b0, bmax = self._grid(fs, origin)
+        d = m - origin
+        ramp = b0 * ((1 << STRETCH_DOUBLINGS) - 1)
+        if d >= ramp:
+            return STRETCH_DOUBLINGS + (d - ramp) // bmax
+        k = 0
+        while origin + b0 * ((1 << (k + 1)) - 1) <= m:
+            k += 1
+        return k
+
+    def _block(self, audio: np.ndarray, fs: float, speed: float, origin: int, k: int, gen: int) -> tuple[np.ndarray, int]:
+        """Stretched block ``k`` from ``origin`` and its first output frame: output frames
+        ``[lo, hi + X)`` (X = overlap into the next block), from the source range with
+        :data:`STRETCH_MARGIN_S` of context each side; cached."""
+        key = (gen, speed, origin, k)
+        lo, hi = self._bounds(fs, origin, k)
         with self._cond:
             hit = self._blocks.get(key)
             if hit is not None:
                 self._blocks.move_to_end(key)
-                return hit
-        B, X, total = int(STRETCH_BLOCK_S * fs), STRETCH_OVERLAP, audio.shape[0]
+                return hit, lo
+        X, total = STRETCH_OVERLAP, audio.shape[0]
         margin = int(STRETCH_MARGIN_S * fs)
-        lo, hi = k * B, (k + 1) * B + X
         s_lo = max(0, int(math.floor(lo * speed)) - margin)
-        s_hi = min(total, int(math.ceil(hi * speed)) + margin)
+        s_hi = min(total, int(math.ceil((hi + X) * speed)) + margin)
         y = _stretch(audio[s_lo:s_hi], fs, speed) if s_hi > s_lo else np.zeros(0, np.float32)
         off = int(round(lo - s_lo / speed))
-        block = np.zeros(B + X, np.float32)
-        piece = y[max(0, off):off + B + X]
+        block = np.zeros(hi - lo + X, np.float32)
+        piece = y[max(0, off):off + hi - lo + X]
         block[:piece.shape[0]] = piece
         with self._cond:
             self._blocks[key] = block
             while len(self._blocks) > STRETCH_CACHE:
                 self._blocks.popitem(last=False)
-        return block
+        return block, lo
 
-    def _stretched(self, audio: np.ndarray, fs: float, speed: float, start: int, out: np.ndarray, gen: int) -> None:
-        """The original at ``speed`` from output frame ``start`` into ``out``: blocks stretched
-        independently, each crossfaded (equal power, :data:`STRETCH_OVERLAP` frames) into the next,
-        so any request boundary cuts the same continuous signal."""
-        B, X = int(STRETCH_BLOCK_S * fs), STRETCH_OVERLAP
+    def _stretched(self, audio: np.ndarray, fs: float, speed: float, start: int, out: np.ndarray, gen: int,
+                   origin: int) -> None:
+        """The original at ``speed`` from output frame ``start`` into ``out``: blocks (from
+        ``origin``) stretched independently, each crossfaded (equal power,
+        :data:`STRETCH_OVERLAP` frames) into the next, so any request boundary cuts the same
+        continuous signal."""
+        X = STRETCH_OVERLAP
         ramp = np.sin(0.5 * np.pi * (np.arange(X) + 0.5) / X).astype(np.float32)
+        origin = min(origin, start)
         n, pos = out.shape[0], 0
         while pos < n:
             m = start + pos
-            k, j = divmod(m, B)
-            take = min(n - pos, B - j)
-            cur = self._block(audio, fs, speed, k, gen)
+            k = self._block_of(fs, origin, m)
+            cur, lo = self._block(audio, fs, speed, origin, k, gen)
+            size = cur.shape[0] - X
+            j = m - lo
+            take = min(n - pos, size - j)
             out[pos:pos + take] = cur[j:j + take]
             if k > 0 and j < X:  # inside the crossfade from block k - 1
                 e = min(X, j + take)
-                prev = self._block(audio, fs, speed, k - 1, gen)
+                prev, plo = self._block(audio, fs, speed, origin, k - 1, gen)
+                psize = prev.shape[0] - X
                 w_in, w_out = ramp[j:e], ramp[::-1][j:e]
-                out[pos:pos + e - j] = cur[j:e] * w_in + prev[B + j:B + e] * w_out
+                out[pos:pos + e - j] = cur[j:e] * w_in + prev[psize + j:psize + e] * w_out
             pos += take
 
     @property
@@ -216,9 +252,11 @@ class Playback:
         return dict(self._last)
 
     # ---------------------------------------------------------------------------- chunks
-    def chunk(self, start: Any, frames: Any, speed: Any = 1.0) -> tuple[bytes, dict[str, str]]:
+    def chunk(self, start: Any, frames: Any, speed: Any = 1.0, origin: Any = None) -> tuple[bytes, dict[str, str]]:
         """``frames`` output frames from output frame ``start`` at ``speed``: original then
-        resynthesis, planar float32 bytes, and headers describing them."""
+        resynthesis, planar float32 bytes, and headers describing them. ``origin``: the output
+        frame where this playback started (the time-stretch blocks are laid out from it;
+        default ``start``)."""
         b = self._backend
         info = b.engine.info if b._file is not None else None
         if info is None:
@@ -230,6 +268,9 @@ class Playback:
             raise ParameterError(f"frames={frames} must be from 1 to {MAX_CHUNK_FRAMES}; ask for shorter chunks")
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not MIN_SPEED <= speed <= MAX_SPEED:
             raise ParameterError(f"speed={speed!r} must be from 1/8 to 8")
+        origin = start if origin is None else origin
+        if isinstance(origin, bool) or not isinstance(origin, (int, np.integer)) or origin < 0:
+            raise ParameterError(f"origin={origin!r} must be an integer >= 0")
         fs, total = float(info.sample_rate), int(info.frames)
         speed = float(speed)
         out_total = int(math.floor(total / speed))
@@ -241,7 +282,7 @@ class Playback:
             if speed == 1.0:
                 out[0, :n] = audio[start:start + n]
             else:
-                self._stretched(audio, fs, speed, int(start), out[0, :n], b._file["generation"])
+                self._stretched(audio, fs, speed, int(start), out[0, :n], b._file["generation"], int(origin))
             synth = self._synth
             if synth is not None and self._file_key is not None and self._file_key[0] == b._file["generation"]:
                 out[1, :n] = synth.window(int(start), n, 1.0 / speed)

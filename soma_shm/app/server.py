@@ -5,7 +5,7 @@ Routes (all on ``127.0.0.1``):
 ``GET  /?token=T``            the page (``index.html``)
 ``GET  /static/<file>``       the page's ES modules and CSS (public code, no token needed)
 ``GET  /blob/<id>``           a raw uint8 image; headers ``X-Width``, ``X-Height``
-``GET  /audio?start&frames&speed``  a chunk of audio: original then resynthesis, planar float32
+``GET  /audio?start&frames&speed[&origin]``  a chunk of audio: original then resynthesis, planar float32
                               (see :mod:`soma_shm.app.playback`); headers ``X-Sample-Rate``, ...
 ``POST /api/<method>``        JSON object in, ``{"ok": true, "result": ...}`` or
                               ``{"ok": false, "error": {type, message}}`` (HTTP 400) out
@@ -246,10 +246,11 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 start, frames = int(q.get("start", "0")), int(q.get("frames", "0"))
                 speed = float(q.get("speed", "1"))
+                origin = int(q["origin"]) if "origin" in q else None
             except ValueError:
                 raise ParameterError(f"start={q.get('start')!r}, frames={q.get('frames')!r} and speed={q.get('speed')!r} "
                                      "must be numbers") from None
-            data, headers = self.server.backend.playback.chunk(start, frames, speed)
+            data, headers = self.server.backend.playback.chunk(start, frames, speed, origin)
         except Exception as exc:
             if not type(exc).__module__.startswith("soma_shm"):
                 log.exception("audio chunk failed")

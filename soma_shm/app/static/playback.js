@@ -132,7 +132,7 @@ export class Player {
       let data;
       const t0 = performance.now();
       try {
-        const res = await fetch(`/audio?token=${encodeURIComponent(token)}&start=${start}&frames=${frames}&speed=${this.speed}`);
+        const res = await fetch(`/audio?token=${encodeURIComponent(token)}&start=${start}&frames=${frames}&speed=${this.speed}&origin=${this.startFrame}`);
         if (!res.ok) throw new Error((await res.json()).error.message);
         data = new Float32Array(await res.arrayBuffer());
       } catch (e) {
