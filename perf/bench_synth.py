@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -104,29 +105,38 @@ def main() -> None:
         render_packed(packed, FS, out)
         return t1, out
 
-    totals, packs = [], []
+    totals, packs, cpus = [], [], []
     for _ in range(args.repeats):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         t1, out = full()
         t2 = time.perf_counter()
+        cpus.append(time.process_time() - c0)
         totals.append(t2 - t0)
         packs.append(t1 - t0)
     renders = [a - b for a, b in zip(totals, packs)]
+    # CPU seconds of this process (both threads): what the render costs whatever else runs here
     results["full"] = {"total_s": median(totals), "pack_s": median(packs), "render_s": median(renders),
-                       "runs_total_s": totals}
+                       "cpu_s": median(cpus), "runs_total_s": totals, "load_average": list(os.getloadavg())}
     rows.append(["full (pack + render)", args.partials, median(totals), median(packs), median(renders)])
 
     # side by side on a subset
     sub = parts[: args.numpy_partials]
     ours_sub, _ = timed(lambda: render_packed(pack_partials(sub, FS), FS, np.zeros(frames, np.float32)), args.repeats)
     np_repeats = max(1, min(3, args.repeats))
+    c0 = time.process_time()
     np_sub, ref = timed(lambda: numpy_render(sub, frames), np_repeats)
+    np_cpu = (time.process_time() - c0) / np_repeats
+    c0 = time.process_time()
+    render_packed(pack_partials(sub, FS), FS, np.zeros(frames, np.float32))
+    ours_cpu = time.process_time() - c0
     ours_out = render_packed(pack_partials(sub, FS), FS, np.zeros(frames, np.float32))
     ratio = median(np_sub) / median(ours_sub)
     # Same partials, different interpolation (linear vs monotone cubic) and phase: compare levels.
     rms_db = 20 * np.log10(np.sqrt(np.mean(ours_out.astype(np.float64) ** 2)) / np.sqrt(np.mean(ref**2)))
     results["side_by_side"] = {"partials": len(sub), "soma_s": median(ours_sub), "numpy_s": median(np_sub),
-                               "ratio": ratio, "level_difference_db": rms_db,
+                               "ratio": ratio, "cpu_ratio": np_cpu / ours_cpu, "numpy_cpu_s": np_cpu,
+                               "soma_cpu_s": ours_cpu, "level_difference_db": rms_db,
                                "numpy_extrapolated_full_s": median(np_sub) * args.partials / len(sub),
                                "full_ratio_vs_extrapolated_numpy": median(np_sub) * args.partials / len(sub) / median(totals)}
     rows.append([f"soma_shm, {len(sub)} partials", len(sub), median(ours_sub), float("nan"), float("nan")])
@@ -204,6 +214,8 @@ def main() -> None:
     sbs = results["side_by_side"]
     print(f"\nside by side on {sbs['partials']} partials: numpy {sbs['numpy_s']:.3f} s vs soma_shm "
           f"{sbs['soma_s']:.3f} s = {sbs['ratio']:.1f}x (levels differ by {sbs['level_difference_db']:.2f} dB)")
+    print(f"CPU time: numpy {sbs['numpy_cpu_s']:.3f} s vs soma_shm {sbs['soma_cpu_s']:.3f} s = {sbs['cpu_ratio']:.1f}x; "
+          f"full render {results['full']['cpu_s']:.3f} CPU s (load average {results['full']['load_average'][0]:.1f})")
     print(f"full: {results['full']['total_s']:.3f} s for {args.partials} partials "
           f"(target <= 1 s; {sbs['full_ratio_vs_extrapolated_numpy']:.1f}x numpy extrapolated); "
           f"edit: {1e3 * results['edit']['median_s']:.2f} ms in process, "

@@ -118,10 +118,11 @@ def knot_phases(t, f, mf, lo, hi, phase):
         phase[k + 1] = phase[k] + _segment_integral(f[k], f[k + 1], mf[k], mf[k + 1], t[k + 1] - t[k], 1.0)
 
 
-@jit
+@jit_parallel
 def prepare(t, f, a, offsets, mf, ma, phase):
-    """Slopes of frequency and amplitude and knot phases of every partial (CSR ``offsets``)."""
-    for p in range(offsets.shape[0] - 1):
+    """Slopes of frequency and amplitude and knot phases of every partial (CSR ``offsets``);
+    partials in parallel."""
+    for p in prange(offsets.shape[0] - 1):
         lo = offsets[p]
         hi = offsets[p + 1]
         pchip_slopes(t, f, lo, hi, mf)
@@ -193,7 +194,8 @@ def partial_span(t, lo, hi, fs, stretch):
 
 @jit_inline
 def _sines(o, j0, c0, c1, c2, c3, c4, g0, g1, g2, g3):
-    """``o[i] += (ga + j gd) sin(2 pi (c0 + c1 j + c2 j^2 + c3 j^3))`` for ``j = j0 + i``.
+    """``o[i] += (g0 + g1 j + g2 j^2 + g3 j^3) sin(2 pi (c0 + c1 j + ... + c4 j^4))`` for
+    ``j = j0 + i``: phase and amplitude in float64, the sine polynomial in float32.
 
     Indexing a slice from 0 (not ``out[base + j]``) lets numba drop its negative-index check,
     and the loop vectorises."""
