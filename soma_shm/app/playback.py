@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EngineClosed, ParameterError
+from ..errors import EngineClosed, ParameterError, RequestCancelled
 from .backend import error_payload
 
 __all__ = ["Playback", "MAX_CHUNK_FRAMES", "SPEEDS"]
@@ -153,11 +153,11 @@ class Playback:
                                                   "rebuilt": changed["rebuilt"], "timings": timings})
             except ParameterError as exc:  # a malformed partial: the mix stays as it was
                 self._backend.events.publish({"type": "error", "op": "synth", "error": error_payload(exc)})
-            except SomaError as exc:  # the worker died or timed out, or the file changed meanwhile
-                if self._file_key is not None and self._backend._file is not None \
-                        and self._file_key[0] == self._backend._file["generation"]:
-                    self._backend.events.publish({"type": "error", "op": "synth", "error": error_payload(exc)})
-                    retry = True  # the next update rebuilds the mix
+            except (RequestCancelled, EngineClosed):  # the file changed or the app closes: nothing to say
+                retry = not self._stopped
+            except SomaError as exc:  # the worker died or timed out: say so, then rebuild the mix
+                self._backend.events.publish({"type": "error", "op": "synth", "error": error_payload(exc)})
+                retry = True
             except Exception:  # pragma: no cover - a bug must not stop the service
                 log.exception("resynthesis update failed")
             finally:
