@@ -2,8 +2,9 @@
 
 What lives here:
 
-- ``document.py`` - :class:`SomaDocument`: source, settings, partials, undo/redo history,
-  ``.soma`` project save/load, CSV/JSON export.
+- ``document.py`` - :class:`SomaDocument`: source, settings, partials, edit operations and their
+  undo/redo history (each edit keeps only the partials it touched), ``.soma`` project
+  save/load, CSV/JSON export.
 - ``persistence.py`` - the ``.soma`` format (SOMA's layout both ways), atomic writes, audio
   copied beside a project and relinked by MD5, recent projects, recovery files, autosave.
 - ``backend.py`` - :class:`AppBackend`: one Engine and one document; the API methods; events
@@ -14,7 +15,8 @@ What lives here:
 - ``cli.py`` - ``soma-shm app [FILE]`` and ``soma-shm serve [FILE] [--port N]``.
 - ``initial.py`` - opening the FILE given on the command line (used by both modes).
 - ``static/`` - the page: plain ES modules and Canvas 2D, no build step (``main.js`` wiring and
-  tools, ``view.js`` geometry and rulers, ``colormap.js`` the LUT, ``api.js`` transport).
+  tools, ``view.js`` geometry and rulers, ``partials.js`` the partials layer, list and edit
+  tools' geometry, ``colormap.js`` the LUT, ``api.js`` transport).
 
 Nothing here is imported by ``import soma_shm``; workers never load this package.
 """
