@@ -615,7 +615,8 @@ function finishHandle(h, x, y) {
   const t = Math.min(Math.max(view.t(x), 0), app.file.duration), f = view.f(y);
   const inside = h.end === 'end' ? t < p.t1 : t > p.t0;
   if (inside) {
-    const [t0, t1] = h.end === 'end' ? [p.t0, t] : [t, p.t1];
+    // The other end is left a second of room: the page's copy of a loaded partial is float32.
+    const [t0, t1] = h.end === 'end' ? [p.t0 - 1, t] : [t, p.t1 + 1];
     guarded(() => call('crop_partial', { id: h.id, t0, t1 }));
     return;
   }
