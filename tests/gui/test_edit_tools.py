@@ -38,7 +38,7 @@ def page(tones):
     need_chromium()
     with served(str(tones)) as url, chromium_page() as pg:
         pg.goto(url)
-        pg.wait_for_selector("[data-testid=canvas][data-overview=drawn]", state="attached", timeout=60_000)
+        pg.wait_for_selector("[data-testid=canvas][data-overview=drawn]", state="attached", timeout=180_000)
         yield pg
         assert pg.page_errors == []
 
