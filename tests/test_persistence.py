@@ -383,3 +383,14 @@ def test_both_encoders_write_the_same_project(tmp_path, monkeypatch):
     back = read_project(tmp_path / "plain.soma").document
     for p, q in zip(back.partials, doc.partials):
         np.testing.assert_allclose(p.points, q.points, rtol=1e-15)
+
+
+def test_a_project_without_audio_is_still_readable_by_soma(tmp_path):
+    """SOMA converts the source fields with int(), float() and str(): nothing is written as null."""
+    doc = SomaDocument()
+    doc.add_partial([[0.0, 300.0, 0.1], [0.1, 300.0, 0.1]])
+    doc.save(tmp_path / "bare.soma")
+    src = json.loads((tmp_path / "bare.soma").read_text())["source"]
+    assert (src["file_path"], src["sample_rate"], src["duration_sec"], src["md5_hash"]) == ("", 0, 0.0, "")
+    back = read_project(tmp_path / "bare.soma").document
+    assert (back.source_path, back.source_md5, back.source_sample_rate, back.source_duration) == (None, None, None, None)

@@ -271,10 +271,12 @@ def project_to_dict(doc: Any, project_path: str | os.PathLike | None = None, arr
             for k, v in values.items():
                 sections[section].setdefault(k, v)
     source: dict[str, Any] = {
-        "file_path": _relative_source(doc.source_path, Path(project_path) if project_path else None),
-        "sample_rate": doc.source_sample_rate,
-        "duration_sec": doc.source_duration,
-        "md5_hash": doc.source_md5,
+        # SOMA converts these with int()/float()/str(): unknown values are written as its own
+        # defaults (0, 0.0, ""), never null.
+        "file_path": _relative_source(doc.source_path, Path(project_path) if project_path else None) or "",
+        "sample_rate": int(doc.source_sample_rate) if doc.source_sample_rate else 0,
+        "duration_sec": float(doc.source_duration) if doc.source_duration else 0.0,
+        "md5_hash": doc.source_md5 or "",
         "amplitude_reference": ref,
     }
     if doc.source_size is not None:
@@ -391,7 +393,7 @@ def project_from_dict(data: Any, project_path: str | os.PathLike | None = None) 
                        extra_settings=extra_settings)
     if source.get("sample_rate") not in (None, 0):
         doc.source_sample_rate = _number(source["sample_rate"], "source.sample_rate")
-    if source.get("duration_sec") is not None:
+    if source.get("duration_sec") not in (None, 0):
         doc.source_duration = _number(source["duration_sec"], "source.duration_sec")
     if isinstance(source.get("file_size"), int):
         doc.source_size = source["file_size"]
