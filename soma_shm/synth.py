@@ -62,7 +62,7 @@ class PartialArrays:
         offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         mf, ma, phase = np.empty_like(t), np.empty_like(t), np.empty_like(t)
         if offsets.shape[0] > 1:
-            k.prepare(t, f, a, offsets, mf, ma, phase)
+            (k.prepare if offsets.shape[0] > SERIAL_PARTIALS + 1 else k.prepare_serial)(t, f, a, offsets, mf, ma, phase)
         return cls(t, f, a, mf, ma, phase, offsets)
 
     @classmethod
@@ -137,7 +137,7 @@ def pack_partials(partials: Iterable[Any], sample_rate: float | None = None) -> 
     ma = np.empty_like(t)
     phase = np.empty_like(t)
     if arrays:
-        k.prepare(t, f, a, offsets, mf, ma, phase)
+        (k.prepare if offsets.shape[0] > SERIAL_PARTIALS + 1 else k.prepare_serial)(t, f, a, offsets, mf, ma, phase)
     return PartialArrays(t, f, a, mf, ma, phase, offsets)
 
 

@@ -118,16 +118,26 @@ def knot_phases(t, f, mf, lo, hi, phase):
         phase[k + 1] = phase[k] + _segment_integral(f[k], f[k + 1], mf[k], mf[k + 1], t[k + 1] - t[k], 1.0)
 
 
+@jit
+def prepare_one(t, f, a, mf, ma, phase, lo, hi):
+    """Slopes of frequency and amplitude and knot phases of the partial of knots lo..hi-1."""
+    pchip_slopes(t, f, lo, hi, mf)
+    pchip_slopes(t, a, lo, hi, ma)
+    knot_phases(t, f, mf, lo, hi, phase)
+
+
 @jit_parallel
 def prepare(t, f, a, offsets, mf, ma, phase):
-    """Slopes of frequency and amplitude and knot phases of every partial (CSR ``offsets``);
-    partials in parallel."""
+    """:func:`prepare_one` for every partial (CSR ``offsets``), partials in parallel."""
     for p in prange(offsets.shape[0] - 1):
-        lo = offsets[p]
-        hi = offsets[p + 1]
-        pchip_slopes(t, f, lo, hi, mf)
-        pchip_slopes(t, a, lo, hi, ma)
-        knot_phases(t, f, mf, lo, hi, phase)
+        prepare_one(t, f, a, mf, ma, phase, offsets[p], offsets[p + 1])
+
+
+@jit
+def prepare_serial(t, f, a, offsets, mf, ma, phase):
+    """:func:`prepare` on the calling thread (a few partials: an edit)."""
+    for p in range(offsets.shape[0] - 1):
+        prepare_one(t, f, a, mf, ma, phase, offsets[p], offsets[p + 1])
 
 
 @jit
