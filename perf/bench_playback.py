@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -111,8 +112,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_playback_") as tmp:
         wav = Path(tmp) / "recording.wav"
         sf.write(wav, _util.recording(args.seconds, FS, seed=0), FS, subtype="PCM_16")
+        # its own config and state folders: no recent list or unsaved work of another run is offered
+        env = {**os.environ, "XDG_CONFIG_HOME": str(Path(tmp) / "config"), "XDG_STATE_HOME": str(Path(tmp) / "state")}
         proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve", str(wav)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, env=env)
         try:
             url = proc.stdout.readline().strip()
             with sync_playwright() as pw:
