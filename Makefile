@@ -4,9 +4,9 @@ PY ?= python3
 APT_PACKAGES = libsndfile1 libfftw3-dev chromium xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1
 PIP_EXTRAS = test,perf,app,dask
 
-.PHONY: setup setup-apt setup-pip demo test perf clean-shm
+.PHONY: setup setup-apt setup-pip warmup demo test perf clean-shm
 
-setup: setup-apt setup-pip
+setup: setup-apt setup-pip warmup
 
 setup-apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -18,6 +18,11 @@ setup-apt:
 
 setup-pip:
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(PIP_EXTRAS)]'
+
+# Compile every numba kernel now, in parallel processes, with a progress line (first run only:
+# the machine code is cached and reused; a second run takes about a second).
+warmup: setup-pip
+	$(PY) -m soma_shm warmup
 
 demo: setup
 	$(PY) -m soma_shm demo

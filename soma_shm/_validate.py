@@ -44,9 +44,13 @@ def sample_rate(value: Any) -> float:
 
 
 def audio_array(audio: Any, check_finite: bool = True) -> np.ndarray:
-    """A 1-D float32 view (or copy, if needed) of ``audio``; multichannel is mixed to mono.
+    """A read-only, C-contiguous 1-D float32 view (or copy, if needed) of ``audio``; multichannel
+    is mixed to mono.
 
-    Accepts ``(n,)`` or ``(n, channels)`` arrays of any real dtype.
+    Accepts ``(n,)`` or ``(n, channels)`` arrays of any real dtype. Every kernel receives audio in
+    this one form (numba compiles one machine-code version per array type: writable, read-only
+    and strided audio would each cost a compile of every kernel), and a strided view is copied
+    once here instead.
     """
     a = np.asarray(audio)
     if a.dtype.kind not in "fiu":
@@ -72,6 +76,15 @@ def audio_array(audio: Any, check_finite: bool = True) -> np.ndarray:
         raise AudioFormatError(
             f"audio holds NaN or Inf samples (first at frame {bad}); clean or replace them before analysis"
         )
+    return read_only(a)
+
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` as a read-only, C-contiguous view (copied only when ``a`` is strided)."""
+    a = np.ascontiguousarray(a)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
     return a
 
 

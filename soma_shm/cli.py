@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "soma_shm.app.cli",
     "soma_shm.pipeline.cli",
     "soma_shm.export",
+    "soma_shm.warmup",
 )
 # The command line must not start an Engine at import: workers re-import soma_shm.
 
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SomaError as exc:
         print(f"soma-shm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file the command reads or writes (checked up front where possible)
+        name = exc.filename if exc.filename is not None else ""
+        print(f"soma-shm {args.command}: error: cannot use {str(name)!r}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"soma-shm {args.command}: interrupted", file=sys.stderr)

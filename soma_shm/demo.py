@@ -8,6 +8,7 @@ did and how long each step took.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -30,8 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from . import Engine
     from .imageio import apply_colormap, write_png
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from .warmup import TerminalProgress, ensure_kernels
+
+    out = _output_folder(args.out)
+    t_kernels = time.perf_counter()
+    compiled = ensure_kernels(TerminalProgress())  # the first run compiles them, in parallel
+    t_kernels = time.perf_counter() - t_kernels
     t_start = time.perf_counter()
     with Engine() as engine:
         if args.file:
@@ -56,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         view_png = write_png(out / "viewport.png", apply_colormap(result.copy().image, args.colormap))
         result.release()
         stats = engine.stats()
+    if compiled:
+        print(f"kernels  : {t_kernels * 1000:8.1f} ms  compiled and cached (first run only)")
     print(f"source   : {source}: {duration:.2f} s at {info.sample_rate:g} Hz")
     print(f"open     : {(t_open - t_start) * 1000:8.1f} ms  (decode into shared memory, STFT pyramid, load kernels, start workers)")
     print(f"overview : {(t_over - t_open) * 1000:8.1f} ms  STFT {args.width}x{args.height // 2}, whole file -> {over_png}")
@@ -66,3 +73,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"workers  : {stats['viewport']['requests']} viewport request(s), "
           f"{stats['viewport']['bytes_sent'] + stats['viewport']['bytes_received']} bytes over pipes")
     return 0
+
+
+def _output_folder(path: str) -> Path:
+    """The demo's output folder, created; a bad one is a ParameterError naming it."""
+    from .errors import ParameterError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {path!r} is a file, not a folder; name a folder for the PNG files")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(f"--out {path!r}: cannot create the folder ({exc.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise ParameterError(f"--out {path!r} is not writable; name a folder you can write to")
+    return out

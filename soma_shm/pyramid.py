@@ -186,7 +186,9 @@ class Pyramid:
             Bad geometry, or ``settings`` whose STFT frames differ from the pyramid's (rebuild it
             with those settings, or use ``stft_image``).
         """
-        from .kernels import pyramid as kp
+        from .warmup import kernels
+
+        kp = kernels("pyramid")
 
         lay = self.layout
         settings = _validate.settings_or_default(settings)
@@ -204,7 +206,7 @@ class Pyramid:
         level = lay.level_for((t1 - t0) * fs / lay.hop / width)
         row_k0, row_k1, k_lo, k_hi = _row_bins(plan)
         kp.pyramid_image(
-            self.levels[level], lay.frames_per_block_at(level), lay.hop, lay.frames, *self._lookup(),
+            _validate.read_only(self.levels[level]), lay.frames_per_block_at(level), lay.hop, lay.frames, *self._lookup(),
             col_a, col_b, row_k0, row_k1, k_lo, k_hi, plan.interp_k, plan.interp_w, plan.log_fmax,
             plan.log_step, fs / lay.nfft, out,
         )
@@ -262,7 +264,9 @@ def build_pyramid(
     >>> pyr = soma_shm.build_pyramid(x, 48000)                           # doctest: +SKIP
     >>> img = pyr.image(0, len(x) / 48000, 20, 20000, 2048, 512)         # doctest: +SKIP
     """
-    from .kernels import pyramid as kp
+    from .warmup import kernels
+
+    kp = kernels("pyramid")
 
     fs = _validate.sample_rate(sample_rate)
     a = _validate.audio_array(audio, check_finite=False)

@@ -93,7 +93,9 @@ def snap_trace(
     >>> p.shape, round(float(np.median(p[:, 1])), 1), round(float(np.median(p[:, 2])), 3)
     ((61, 3), 440.0, 0.5)
     """
-    from .kernels import snap as kernels
+    from .warmup import kernels as _kernels
+
+    kernels = _kernels("snap")
 
     fs = _validate.sample_rate(sample_rate)
     a = _validate.audio_array(audio, check_finite=False)

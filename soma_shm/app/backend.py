@@ -9,7 +9,8 @@ the page fetches by id; events only carry their id and geometry.
 
 Events (``{"type": ..., ...}``):
 
-``progress``  {stage: "decode"|"overview", fraction}
+``progress``  {stage: "kernels"|"decode"|"overview", fraction}   ("kernels": first run only,
+              with ``label`` and ``message``; the compiled kernels are cached for later runs)
 ``opened``    {file, overview, document}    a file is open and its overview blob is ready
 ``overview``  {overview}                    the overview blob changed (new dB range / gamma)
 ``viewport``  {blob, request_id, t0, t1, fmin, fmax, width, height, method, timings}
@@ -238,8 +239,10 @@ class AppBackend:
         if autosave:
             self.autosaver = Autosaver(self._unsaved_snapshot, self.recovery.write)
             self.events.listen(self._autosave_poke)
-        # Load the overview kernels now (numba's cache) so the first file opened shows sooner.
-        self._warm_thread = threading.Thread(target=_warm_overview, name="soma-app-warm", daemon=True)
+        # Compile the kernels if this is the first run (progress events, stage "kernels"), then
+        # load the overview kernels so the first file opened shows sooner.
+        self._kernels: dict | None = None  # {fraction, message} while the kernels are prepared
+        self._warm_thread = threading.Thread(target=self._prepare_kernels, name="soma-app-warm", daemon=True)
         self._warm_thread.start()
         from .playback import Playback
 
@@ -327,6 +330,7 @@ class AppBackend:
                 "window": self.dialogs is not None,
                 "last_error": self._last_error,
                 "recovery_offers": self.recovery.count(),
+                "kernels": self._kernels,
             }
 
     def status(self) -> dict:
@@ -350,6 +354,31 @@ class AppBackend:
 
     def _publish_status(self) -> None:
         self.events.publish({"type": "status", "status": self.status()})
+
+    def _prepare_kernels(self) -> None:
+        """First run only: compile the kernels (or wait for the process that does), telling the
+        page; then load the overview's kernels."""
+        from ..warmup import LABEL, ensure_kernels
+
+        last = [0.0]
+
+        def progress(fraction: float, message: str) -> None:
+            now = time.perf_counter()
+            if fraction < 1.0 and now - last[0] < 0.25:
+                return
+            last[0] = now
+            self._kernels = {"fraction": float(fraction), "message": message}
+            self.events.publish({"type": "progress", "stage": "kernels", "fraction": float(fraction),
+                                 "label": LABEL, "message": message})
+
+        try:
+            if ensure_kernels(progress):
+                progress(1.0, "ready")
+        except Exception:  # pragma: no cover - the first request then compiles and reports errors
+            log.exception("preparing the kernels failed")
+        finally:
+            self._kernels = None
+        _warm_overview()
 
     # ------------------------------------------------------------------------------ open
     def open_file(self, path: str) -> dict:

@@ -92,29 +92,11 @@ def synth(job) -> dict:
 
 
 def warm_up() -> None:
-    """Load (or compile, the first time) every kernel a worker runs, on tiny inputs.
+    """Load every kernel a worker runs (compiling them first, in parallel processes, if none is
+    cached: :mod:`soma_shm.warmup`), on tiny inputs.
 
-    Called once per worker (or once in the forkserver, before it forks any). Both writable audio
-    and read-only audio (a worker's view of the shared block) are used: numba specialises on the
-    difference.
+    Called once per worker (or once in the forkserver, before it forks any).
     """
-    from ..pyramid import Pyramid, build_pyramid
-    from ..render import cwt_image, stft_image, tone_map
-    from ..snap import snap_trace
+    from ..warmup import warm_up as prepare
 
-    fs = 8000.0
-    x = np.sin(2 * np.pi * 440 * np.arange(4000) / fs).astype(np.float32)
-    ro = x.copy()
-    ro.flags.writeable = False
-    for audio in (x, ro):
-        img = cwt_image(audio, fs, 0.1, 0.4, 100, 2000, 8, 4)
-        stft_image(audio, fs, 0.0, 0.5, 100, 2000, 8, 4)
-        snap_trace(audio, fs, [(0.1, 430.0), (0.3, 450.0)])
-    tone_map(img, 1.0)
-    # The pyramid: built from writable audio (the owner's block), views from a read-only copy
-    # of its bytes (a worker's mapping) as well as from the owner's.
-    pyr = build_pyramid(x, fs, reference=1.0)
-    levels = pyr.buffer.copy()
-    levels.flags.writeable = False
-    for p in (pyr, Pyramid(pyr.layout, levels, pyr.top, pyr.scale)):
-        p.image(0.0, 0.5, 100, 2000, 8, 4)
+    prepare()

@@ -8,9 +8,9 @@
 - ``snap``      : CWT evaluated at trace points on a fine log grid, ridge tracking.
 - ``synth``     : additive sine resynthesis of partials (monotone cubic curves, exact phase).
 
-numba's cache is keyed on each module's own source: a kernel that calls a kernel of another
-module (``pyramid`` uses ``stft``, ``snap`` uses ``cwt``) keeps its cached copy of the callee until its
-own module changes; after changing a shared helper, touch the modules that call it.
+Compiled kernels are cached on disk keyed on the source of this whole package (see ``_jit``):
+a kernel that calls a kernel of another module (``pyramid`` uses ``stft``, ``snap`` uses ``cwt``)
+is recompiled when either changes. ``soma_shm.warmup`` compiles them all ahead of use.
 
 Public wrappers that validate and plan live in :mod:`soma_shm.render`, :mod:`soma_shm.snap` and
 :mod:`soma_shm.synth`.

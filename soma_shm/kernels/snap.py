@@ -28,7 +28,8 @@ def grid_magnitudes(audio, s0, segs, rows, wavelet, positions, out):
     spectra, offsets = segment_spectra(audio, s0, seg_pad, seg_nfft)
     K = positions.shape[0]
     for r in prange(row_nifft.shape[0]):
-        y, scale, g = plan_row(spectra, offsets, segs, rows, wavelet, r)
+        # An int64 row index, as cwt_pooled_image passes: one compiled plan_row for both.
+        y, scale, g = plan_row(spectra, offsets, segs, rows, wavelet, np.int64(r))
         inv = row_nifft[r] / seg_nfft[g]
         for k in range(K):
             out[k, r] = math.sqrt(interp_power(y, (positions[k] + seg_pad[g]) * inv)) * scale

@@ -439,6 +439,17 @@ function muteSelected() {
 function onEvent(ev) {
   switch (ev.type) {
     case 'progress': {
+      if (ev.stage === 'kernels') { // first run only: the numba kernels are compiled and cached
+        const done = ev.fraction >= 1;
+        $('loading').hidden = done && !app.opening; $('empty').hidden = !done || !!app.file || app.opening;
+        if (!done || !app.opening) {
+          $('progress').value = ev.fraction;
+          $('loading').querySelector('.stage-name').textContent = `${ev.label || 'preparing kernels (first run only)'}…`;
+          $('loading').querySelector('.detail').textContent = ev.message || '';
+        }
+        break;
+      }
+      app.opening = ev.fraction < 1 || ev.stage === 'decode';
       $('loading').hidden = false; $('empty').hidden = true;
       $('status').dataset.state = 'loading';
       const overall = ev.stage === 'decode' ? 0.5 * ev.fraction : 0.5 + 0.5 * ev.fraction;
@@ -449,6 +460,7 @@ function onEvent(ev) {
     }
     case 'opened': {
       player.stop(); player.prepare(); app.playCursor = null;
+      app.opening = false;
       $('loading').hidden = true; $('empty').hidden = true; $('error').hidden = true;
       metrics.opens = (metrics.opens || 0) + 1;
       app.file = ev.file; app.viewport = null; app.overview = null; app.shownRequest = 0; app.requestedKey = null; app.pending = [];
@@ -475,7 +487,7 @@ function onEvent(ev) {
       $('empty').hidden = false; guarded(() => setDocument(ev.document)); invalidate(); break;
     }
     case 'error': {
-      if (ev.op === 'open') { $('loading').hidden = true; if (!app.file) $('empty').hidden = false; }
+      if (ev.op === 'open') { app.opening = false; $('loading').hidden = true; if (!app.file) $('empty').hidden = false; }
       if (ev.op === 'snap') settleStroke(ev.request_id);
       showError(`${ev.op} failed — ${ev.error.type}: ${ev.error.message}`);
       break;
@@ -892,7 +904,8 @@ subscribe(onEvent);
 guarded(async () => {
   const st = await call('state');
   renderStatus(st.status);
-  if (st.loading) { $('loading').hidden = false; $('empty').hidden = true; }
+  if (st.loading) { app.opening = true; $('loading').hidden = false; $('empty').hidden = true; }
+  if (st.kernels) onEvent({ type: 'progress', stage: 'kernels', ...st.kernels });
   if (st.last_error) onEvent({ type: 'error', ...st.last_error });
   if (st.file && st.overview) onEvent({ type: 'opened', file: st.file, overview: st.overview, document: st.document });
   else if (st.document) await setDocument(st.document);
