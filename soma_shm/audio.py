@@ -57,6 +57,8 @@ def _open(path: str | os.PathLike):
         raise AudioFormatError(f"audio file {str(p)!r} does not exist")
     if p.is_dir():
         raise AudioFormatError(f"{str(p)!r} is a folder, not an audio file")
+    if not p.is_file():  # a FIFO, socket or device: reading it could block forever
+        raise AudioFormatError(f"{str(p)!r} is not a regular file (a pipe, socket or device); save the audio to a file first")
     try:
         return sf.SoundFile(str(p))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -65,16 +67,70 @@ def _open(path: str | os.PathLike):
         ) from None
 
 
+def _riff_header_frames(path: str | os.PathLike) -> int | None:
+    """Frames a RIFF/RF64 WAV header promises (its data chunk size over the frame size), or None
+    when the header does not say (a streamed WAV writes 0 or 0xFFFFFFFF) or cannot be parsed.
+
+    libsndfile reads what the file holds, so a file cut short (a copy or a recording interrupted)
+    would otherwise open as a shorter recording without a word.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+                return None
+            rf64 = head[:4] == b"RF64"
+            ds64_data = block_align = None
+            while True:
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if cid == b"ds64":
+                    body = f.read(size)
+                    if len(body) >= 16:
+                        ds64_data = struct.unpack("<Q", body[8:16])[0]
+                    f.seek(size & 1, 1)
+                    continue
+                if cid == b"fmt ":
+                    body = f.read(size)
+                    if len(body) >= 14:
+                        block_align = struct.unpack("<H", body[12:14])[0]
+                    f.seek(size & 1, 1)
+                    continue
+                if cid == b"data":
+                    if rf64 and size == 0xFFFFFFFF:
+                        size = ds64_data
+                    if not size or size == 0xFFFFFFFF or not block_align:
+                        return None
+                    return int(size) // block_align
+                f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Header information of an audio file.
 
     Raises
     ------
     AudioFormatError
-        Missing, unreadable or empty file, or a sample rate outside 8 kHz .. 384 kHz.
+        Missing, unreadable, empty or not a regular file (a pipe would block), a WAV whose data
+        stops before the frames its header promises (a file cut short: an error rather than a
+        silently shorter recording), or a sample rate outside 8 kHz .. 384 kHz.
     """
     with _open(path) as f:
         info = AudioInfo(str(path), int(f.frames), float(f.samplerate), int(f.channels), f.format, f.subtype)
+    promised = _riff_header_frames(path) if info.format in ("WAV", "WAVEX", "RF64") else None
+    if promised is not None and promised > info.frames:
+        raise AudioFormatError(
+            f"{str(path)!r} is truncated: its header promises {promised} frames "
+            f"({promised / info.sample_rate:.3f} s) but the file holds only {info.frames} "
+            f"({info.frames / info.sample_rate:.3f} s); rewrite the file (e.g. `sox cut.wav fixed.wav`) "
+            "to open the part that is there"
+        )
     if info.frames <= 0:
         raise AudioFormatError(f"audio file {str(path)!r} holds no samples (0 frames)")
     try:

@@ -321,6 +321,8 @@ class Engine:
         from .ipc.supervisor import Request
 
         self._check_alive()
+        if on_result is not None and not callable(on_result):
+            raise ParameterError(f"on_result={on_result!r} must be a callable taking the result (or None)")
         rid = self._sup.new_id()
         handle = RequestHandle(self._sup, role, rid)
         if on_result is not None:

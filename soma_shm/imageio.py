@@ -1,7 +1,8 @@
 """Colour maps and PNG writing for images rendered by soma_shm (numpy + zlib only).
 
-Colour maps are 256-entry RGB lookup tables built by interpolating a few anchor colours; the
-web front end uses the same anchors, so a PNG and the app show the same colours.
+Colour maps are 256-entry RGB lookup tables built by interpolating a few anchor colours. The
+app's page does not build its own: the server sends it this very table (:func:`colormap_module`
+is served as ``/static/colormap.js``), so a PNG and the page show the same colour for every level.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-__all__ = ["COLORMAPS", "colormap", "apply_colormap", "write_png"]
+__all__ = ["COLORMAPS", "colormap", "colormap_module", "apply_colormap", "write_png"]
 
 # Anchor colours (equally spaced from level 0 to 255).
 COLORMAPS: dict[str, list[tuple[int, int, int]]] = {
@@ -35,6 +36,19 @@ def colormap(name: str = "magma") -> np.ndarray:
     x = np.linspace(0, 255, len(anchors))
     levels = np.arange(256)
     return np.stack([np.interp(levels, x, anchors[:, k]) for k in range(3)], axis=1).round().astype(np.uint8)
+
+
+def colormap_module(name: str = "magma") -> str:
+    """The colour map as the ES module the page imports: ``LUT``, a ``Uint32Array`` of 256 packed
+    RGBA words (little-endian ABGR, as ``ImageData`` stores a pixel), made from :func:`colormap`."""
+    lut = colormap(name).astype(np.uint32)
+    words = (255 << 24) | (lut[:, 2] << 16) | (lut[:, 1] << 8) | lut[:, 0]
+    rows = [", ".join(f"0x{int(w):08x}" for w in words[i : i + 8]) for i in range(0, 256, 8)]
+    return (
+        f"// The {name} colour map of soma_shm.imageio (the PNG files' table), made by the server.\n"
+        f"export const NAME = {name!r};\n"
+        "export const LUT = new Uint32Array([\n  " + ",\n  ".join(rows) + ",\n]);\n"
+    )
 
 
 def apply_colormap(image: np.ndarray, name: str = "magma") -> np.ndarray:

@@ -101,6 +101,10 @@ class EngineOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ParameterError(f"{name}={v!r} must be an integer >= {lo}")
+        if self.worker_threads is not None and (
+                isinstance(self.worker_threads, bool) or not isinstance(self.worker_threads, int)
+                or self.worker_threads < 1):
+            raise ParameterError(f"worker_threads={self.worker_threads!r} must be None (all cores) or an integer >= 1")
         for name in ("spares", "pyramid"):
             if not isinstance(getattr(self, name), bool):
                 raise ParameterError(f"{name}={getattr(self, name)!r} must be True or False")

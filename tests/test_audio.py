@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -119,18 +121,46 @@ def test_unsupported_sample_rates(tmp_path, fs):
         soma_shm.audio_info(path)
 
 
-def test_truncated_wav_yields_the_frames_present(tmp_path):
-    # libsndfile trusts the file size over a WAV header that promises more: what is there is read.
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "FLOAT"), ("WAV", "PCM_16"), ("RF64", "PCM_24")])
+def test_a_wav_cut_short_is_an_error_naming_both_lengths(tmp_path, fmt, subtype):
+    # libsndfile reads what the file holds: a copy cut short would open as a shorter recording
+    # without a word. The header's promise is checked instead.
     fs = 48_000
     x = make_audio(1.0, fs, freqs=(440.0,), amp=0.3)
     path = tmp_path / "x.wav"
-    sf.write(path, x, fs, subtype="FLOAT")
+    sf.write(path, x, fs, format=fmt, subtype=subtype)
     data = path.read_bytes()
     cut = tmp_path / "cut.wav"
     cut.write_bytes(data[: len(data) // 2])
-    samples, _ = soma_shm.load_audio(cut)
-    assert 0 < len(samples) < len(x)
-    np.testing.assert_array_equal(samples, x[: len(samples)])
+    held = sf.info(str(cut)).frames
+    assert 0 < held < fs
+    with pytest.raises(soma_shm.AudioFormatError,
+                       match=f"cut.wav' is truncated: its header promises {fs} frames \\(1.000 s\\) but the file holds only {held}"):
+        soma_shm.load_audio(cut)
+    np.testing.assert_allclose(soma_shm.load_audio(path)[0], x, atol=2**-15)  # the whole file opens
+
+
+def test_a_streamed_wav_without_a_length_opens(tmp_path):
+    # A WAV written as a stream has no data size in its header (0xFFFFFFFF): nothing to check.
+    fs = 16_000
+    x = make_audio(0.5, fs, freqs=(440.0,), amp=0.3)
+    path = tmp_path / "stream.wav"
+    sf.write(path, x, fs, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 4
+    data[at : at + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    y, rate = soma_shm.load_audio(path)
+    assert rate == fs and len(y) == len(x)
+
+
+def test_non_regular_files_are_refused(tmp_path):
+    fifo = tmp_path / "pipe.flac"
+    os.mkfifo(fifo)
+    with pytest.raises(soma_shm.AudioFormatError, match="pipe.flac' is not a regular file"):
+        soma_shm.audio_info(fifo)
+    with pytest.raises(soma_shm.AudioFormatError, match="is not a regular file"):
+        soma_shm.load_audio("/dev/null")
 
 
 _LOSSLESS = [

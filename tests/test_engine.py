@@ -342,6 +342,30 @@ def test_engine_options_are_validated():
         soma_shm.EngineOptions(pyramid="no")
     with pytest.raises(soma_shm.ParameterError, match="spares=1 must be True or False"):
         soma_shm.Engine(spares=1)
+    for bad in (-1, 0, 2.5, True, "4"):
+        with pytest.raises(soma_shm.ParameterError, match=f"worker_threads={bad!r} must be None"):
+            soma_shm.EngineOptions(worker_threads=bad)
+    assert soma_shm.EngineOptions(worker_threads=1).worker_threads == 1
+
+
+def test_on_result_must_be_callable(engine):
+    done = engine.stats()["viewport"]["done"]
+    with pytest.raises(soma_shm.ParameterError, match="on_result=5 must be a callable"):
+        engine.submit_viewport(1.0, 2.0, 100, 5_000, 100, 50, on_result=5)
+    with pytest.raises(soma_shm.ParameterError, match="on_result='print' must be a callable"):
+        engine.submit_snap([(1.0, 440.0), (1.5, 440.0)], on_result="print")
+    # Nothing was queued: the next request is served as usual.
+    engine.submit_viewport(1.0, 2.0, 100, 5_000, 100, 50).result(timeout=60).release()
+    assert engine.stats()["viewport"]["done"] == done + 1
+
+
+def test_opening_a_fifo_is_refused_at_once(engine, tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    frames = engine.info.frames
+    with pytest.raises(soma_shm.AudioFormatError, match="pipe.wav' is not a regular file"):
+        engine.open(fifo)  # would block forever inside libsndfile's open
+    assert engine.info.frames == frames
 
 
 def test_exception_inside_the_with_block_cleans_up(tone):

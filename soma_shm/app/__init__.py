@@ -16,7 +16,8 @@ What lives here:
 - ``initial.py`` - opening the FILE given on the command line (used by both modes).
 - ``static/`` - the page: plain ES modules and Canvas 2D, no build step (``main.js`` wiring and
   tools, ``view.js`` geometry and rulers, ``partials.js`` the partials layer, list and edit
-  tools' geometry, ``colormap.js`` the LUT, ``api.js`` transport).
+  tools' geometry, ``colormap.js`` the LUT (served from :mod:`soma_shm.imageio`'s table),
+  ``api.js`` transport).
 
 Nothing here is imported by ``import soma_shm``; workers never load this package.
 """

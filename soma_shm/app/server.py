@@ -3,7 +3,8 @@
 Routes (all on ``127.0.0.1``):
 
 ``GET  /?token=T``            the page (``index.html``)
-``GET  /static/<file>``       the page's ES modules and CSS (public code, no token needed)
+``GET  /static/<file>``       the page's ES modules and CSS (public code, no token needed);
+                              ``colormap.js`` is made from :mod:`soma_shm.imageio`'s table
 ``GET  /blob/<id>``           a raw uint8 image; headers ``X-Width``, ``X-Height``
 ``GET  /audio?start&frames&speed[&origin]``  a chunk of audio: original then resynthesis, planar float32
                               (see :mod:`soma_shm.app.playback`); headers ``X-Sample-Rate``, ...
@@ -221,6 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(HTTPStatus.OK, {"ok": True, "result": result})
 
     def _static(self, name: str) -> None:
+        if name == "colormap.js":  # the PNG files' own table, so the page cannot drift from it
+            from ..imageio import colormap_module
+
+            return self._send(HTTPStatus.OK, colormap_module().encode(), "text/javascript; charset=utf-8")
         # Only the page's own files, by plain name: no decoding, no folders, no links followed.
         target = STATIC_DIR / name if STATIC_NAME.fullmatch(name) else None
         if target is None or name not in self.server.static_files:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,20 @@ class Progress:
             print(f"\r{self.label:10s} [{bar:<25s}] {pct:3d}%", end="", file=sys.stderr, flush=True)
             if pct >= 100:
                 print(file=sys.stderr)
+
+
+def output_file(path: str, option: str) -> Path:
+    """Check before any work that ``path`` can be written as a file: a ParameterError names it
+    otherwise (a folder, a missing folder, no write permission)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ParameterError(f"{option} {path!r} is a folder; name a file to write")
+    parent = p.parent
+    if not parent.is_dir():
+        raise ParameterError(f"{option} {path!r}: the folder {str(parent)!r} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ParameterError(f"{option} {path!r} is not writable; choose another file")
+    return p
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +78,8 @@ def run_render(args: argparse.Namespace) -> int:
     from ..imageio import apply_colormap, write_png
     from . import render_array
 
+    out = output_file(args.output or Path(args.file).stem + ".png", "-o/--output")
+    npy = output_file(args.npy, "--npy") if args.npy else None
     info = audio_info(args.file)
     audio = np.empty(info.frames, dtype=np.float32)
     t = time.perf_counter()
@@ -74,15 +91,15 @@ def run_render(args: argparse.Namespace) -> int:
         source=args.file,
     )
     t_img = time.perf_counter() - t
-    out = Path(args.output) if args.output else Path(Path(args.file).stem + ".png")
     write_png(out, apply_colormap(r.image, args.colormap))
     print(
         f"{args.method.upper()} {args.width}x{args.height} of {args.file} {r.t0:.3f}-{r.t1:.3f} s, "
         f"{r.fmin:g}-{r.fmax:g} Hz -> {out} (decode {t_dec * 1000:.0f} ms, image {t_img * 1000:.0f} ms)"
     )
-    if args.npy:
-        np.save(args.npy, r.magnitude)
-        print(f"magnitude (float32, {r.magnitude.shape[0]}x{r.magnitude.shape[1]}) -> {args.npy}")
+    if npy is not None:
+        with open(npy, "wb") as f:  # np.save would append ".npy" to another suffix
+            np.save(f, r.magnitude)
+        print(f"magnitude (float32, {r.magnitude.shape[0]}x{r.magnitude.shape[1]}) -> {npy}")
     return 0
 
 
@@ -91,9 +108,13 @@ def _read_trace(path: str):
 
     rows = []
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ParameterError(f"cannot read trace file {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ParameterError(
+            f"trace file {path!r} is not text (a CSV of 'time_s,frequency_hz' rows is expected)"
+        ) from None
     for n, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -114,17 +135,21 @@ def run_snap(args: argparse.Namespace) -> int:
     from ..audio import load_audio
     from ..snap import snap_trace
 
+    output = output_file(args.output, "-o/--output")
     trace = _read_trace(args.trace)
     audio, fs = load_audio(args.file, Progress("decode"))
     t = time.perf_counter()
     points = snap_trace(audio, fs, trace, check_finite=False)
     dt = time.perf_counter() - t
-    np.savetxt(args.output, points, delimiter=",", header="time_s,frequency_hz,amplitude", comments="", fmt="%.6f")
+    np.savetxt(output, points, delimiter=",", header="time_s,frequency_hz,amplitude", comments="", fmt="%.6f")
     print(f"{len(points)} points from {len(trace)} trace points -> {args.output} ({dt * 1000:.1f} ms)")
     return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from .bench import run
+
+    if args.repeats < 1:
+        raise ParameterError(f"--repeats {args.repeats} must be at least 1")
 
     return run(args.repeats)
