@@ -80,7 +80,10 @@ class Opened:
 
 
 def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, generation: int,
-         progress: Callable[[str, float], None] | None) -> Opened:
+         progress: Callable[[str, float], None] | None,
+         building: Callable[[Any], None] | None = None) -> Opened:
+    """``building(build)`` is told the :class:`soma_shm.pyramid.ProgressiveBuild` of a long
+    16-bit or lossy file while it decodes (see :func:`_build_while_decoding`)."""
     from .ipc.blocks import AudioBlock
 
     if isinstance(source, (str, os.PathLike)):
@@ -95,7 +98,14 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
         block = AudioBlock.create(frames, fs, generation)
         try:
             samples = block.samples()
-            decode_into(source, samples, None if progress is None else (lambda f: progress("decode", f)))
+            on_decode = None if progress is None else (lambda f: progress("decode", f))
+            if with_pyramid:
+                built = _build_while_decoding(source, finfo, samples, settings, generation, on_decode, progress,
+                                              building)
+                if built is not None:
+                    built.audio_block, built.path, built.channels = block, path, channels
+                    return built
+            decode_into(source, samples, on_decode)
         except BaseException:
             samples = None
             block.unlink()
@@ -143,3 +153,43 @@ def _build_pyramid(opened: Opened, settings, generation: int, progress) -> None:
     opened.pyramid_block.mark_complete(opened.pyramid.top, opened.pyramid.scale)
     opened.pyramid_build_s = time.perf_counter() - t
     log.info("pyramid built bytes=%d levels=%d in %.3f s", layout.nbytes, len(layout.blocks), opened.pyramid_build_s)
+
+
+def _build_while_decoding(source, finfo, samples, settings, generation: int, on_decode, progress,
+                          building) -> Opened | None:
+    """Long 16-bit or lossy files: decode and build the pyramid at once, so that a partial
+    overview exists while the rest decodes. Returns the file (its audio block still to be set by
+    the caller), or None for files decoded first and built after."""
+    from . import audio, render
+    from . import pyramid as pm
+    from .ipc.blocks import PyramidBlock
+
+    full_scale = audio.full_scale(finfo)
+    if full_scale is None or finfo.frames < pm.PROGRESSIVE_MIN_SAMPLES:
+        return None
+    fs = finfo.sample_rate
+    layout = pm.PyramidLayout.for_recording(finfo.frames, fs, settings.stft_nfft(fs), settings.stft_hop(fs))
+    pyramid_block = PyramidBlock.create(layout, generation)
+    t = time.perf_counter()
+    try:
+        pyramid, reference = pm.build_while_decoding(
+            lambda on_range: audio.decode_into(source, samples, on_decode, on_range=on_range),
+            samples, fs, settings, pyramid_block.levels_buffer(), full_scale,
+            lambda a: render.reference_level(a, fs, settings),
+            # The pyramid's own progress runs alongside the decode's: reported once, at its end.
+            None if progress is None else (lambda f: progress("pyramid", f) if f >= 1.0 else None),
+            building,
+        )
+        pyramid_block.mark_complete(pyramid.top, pyramid.scale)
+    except BaseException:
+        pyramid_block.close()
+        pyramid_block.unlink()
+        raise
+    finally:
+        if building is not None:
+            building(None)
+    opened = Opened(None, finfo.frames, fs, finfo.channels, None, samples, reference, pyramid_block, pyramid,
+                    time.perf_counter() - t)
+    log.info("pyramid built while decoding bytes=%d levels=%d in %.3f s", layout.nbytes, len(layout.blocks),
+             opened.pyramid_build_s)
+    return opened

@@ -149,10 +149,13 @@ def decode_into(
     out: np.ndarray,
     progress: Callable[[float], None] | None = None,
     check_finite: bool = True,
+    on_range: Callable[[int, int, int], None] | None = None,
 ) -> AudioInfo:
     """Decode ``path`` into ``out`` (float32, at least ``frames`` long), mixing to mono.
 
-    ``progress`` is called with the fraction decoded (0..1) after each chunk. Returns the file's
+    ``progress`` is called with the fraction decoded (0..1) after each chunk, ``on_range(part,
+    start, stop)`` with the samples ``start:stop`` that decoder ``part`` has completed (each
+    decoder's range only grows; calls come from the decoding threads). Returns the file's
     :class:`AudioInfo`.
 
     Raises
@@ -228,6 +231,8 @@ def decode_into(
                         )
                 done += n
                 report(part, done - start)
+                if on_range is not None:
+                    on_range(part, start, done)
 
     if parts == 1:
         decode_part(0)
@@ -254,6 +259,22 @@ def decode_into(
             f"{str(path)!r} is truncated: its header promises {info.frames} frames but only {done} could be read"
         )
     return info
+
+
+# Subtypes whose samples never leave [-1, 1) (integers of at most 16 bits) and lossy codecs
+# (whose decoders may overshoot a little): the largest calibrated STFT magnitude their file can
+# hold, so its pyramid can be built while it decodes (soma_shm.pyramid.ProgressiveBuild). Wider
+# integers and float files keep their whole dynamic range: their pyramid is built afterwards.
+_FULL_SCALE = {
+    **{s: 2.0 for s in ("PCM_S8", "PCM_U8", "PCM_16", "ALAC_16", "DWVW_12", "DWVW_16")},
+    **{s: 4.0 for s in ("VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")},
+}
+
+
+def full_scale(info: AudioInfo) -> float | None:
+    """The largest calibrated STFT magnitude a file of ``info``'s subtype can hold, or None when
+    its samples are not bounded (float files) or finer than 16 bits."""
+    return _FULL_SCALE.get(info.subtype)
 
 
 def load_audio(path: str | os.PathLike, progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, float]:

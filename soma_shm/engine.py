@@ -143,7 +143,8 @@ class Engine:
         self._check_alive()
         from ._files import load
 
-        opened = load(source, sample_rate, self.settings, self.options.pyramid, self._generation + 1, progress)
+        opened = load(source, sample_rate, self.settings, self.options.pyramid, self._generation + 1, progress,
+                      lambda build: setattr(self, "_building", build))
         self._sup.cancel(why="the file changed")
         old = self._files.get("open")
         self._generation += 1
@@ -155,6 +156,29 @@ class Engine:
         log.info("open %s frames=%d fs=%g generation=%d", opened.path or "<array>", opened.frames,
                  opened.sample_rate, self._generation)
         return self._info
+
+    def partial_overview(self, width: int, height: int, fmin: float = 20.0,
+                         fmax: float | None = None) -> ImageResult | None:
+        """While :meth:`open` decodes a long 16-bit or lossy file (called from another thread):
+        the overview of what is decoded so far (the rest silent), tone-mapped against its own
+        loudest value; None when no such file is being opened.
+
+        The final :meth:`overview` is tone-mapped against the whole file's ``amp_reference``.
+        """
+        build = getattr(self, "_building", None)
+        if build is None:
+            return None
+        from . import render
+
+        lay = build.layout
+        duration = lay.samples / lay.sample_rate
+        fmax = min(0.5 * lay.sample_rate, 20_000.0) if fmax is None else fmax
+        t = time.perf_counter()
+        mag = build.pyramid.image(0.0, duration, fmin, fmax, width, height, build.settings)
+        peak = float(mag.max())
+        image = render.tone_map(mag, peak if peak > 0 else 1.0, build.settings)
+        return ImageResult(image, mag, 0.0, duration, fmin, fmax, "stft", peak if peak > 0 else 1.0,
+                           {"kernel_s": time.perf_counter() - t, "pyramid": True, "fraction": build.fraction})
 
     def _pyramid_for(self, method: str, span: float):
         """The open file's pyramid if a view of ``method`` over ``span`` seconds is cut from it."""

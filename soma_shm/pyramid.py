@@ -34,7 +34,7 @@ from . import _validate
 from .plans import column_bounds, stft_plan
 from .settings import AnalysisSettings
 
-__all__ = ["Pyramid", "PyramidLayout", "build_pyramid", "PYRAMID_FACTOR", "DB_STEP"]
+__all__ = ["Pyramid", "PyramidLayout", "ProgressiveBuild", "build_pyramid", "build_while_decoding", "PYRAMID_FACTOR", "DB_STEP"]
 
 PYRAMID_FACTOR = 8
 DB_STEP = 0.5  # dB of magnitude per byte step
@@ -298,3 +298,187 @@ def build_pyramid(
     if progress is not None:
         progress(1.0)
     return pyr
+
+
+class ProgressiveBuild:
+    """A file's pyramid built while the file decodes, range by range, so that a partial overview
+    can be shown before the rest is there.
+
+    The bytes must be written before the file's 0 dB level (its ``amp_reference``, which needs
+    the whole recording) is known, so they are quantised against ``full_scale``, a magnitude no
+    bin of the recording can exceed: 2.0 for integer PCM (a bin's calibrated magnitude is at most
+    twice the largest sample). :meth:`finish` then moves every byte by the whole number of 0.5 dB
+    steps that puts byte 255 within a quarter step of ``HEADROOM_DB`` above the reference, which
+    is exactly what :func:`build_pyramid` would have written with that top, except that bins more
+    than 127 dB below ``full_scale`` (below 16-bit quantisation noise) stay "below the range".
+
+    Parameters
+    ----------
+    audio : ndarray
+        The float32 block the decoder writes into (read here only where :meth:`add` says it is
+        complete).
+    sample_rate : float
+    settings : AnalysisSettings
+    out : ndarray
+        ``uint8`` buffer of at least ``layout.nbytes`` (e.g. a shared block).
+    full_scale : float
+        Largest possible calibrated magnitude.
+    """
+
+    def __init__(self, audio: np.ndarray, sample_rate: float, settings: AnalysisSettings | None,
+                 out: np.ndarray, full_scale: float = 2.0):
+        import threading
+
+        self.settings = _validate.settings_or_default(settings)
+        fs = float(sample_rate)
+        self.audio = audio
+        self.layout = PyramidLayout.for_recording(audio.shape[0], fs, self.settings.stft_nfft(fs),
+                                                  self.settings.stft_hop(fs))
+        plan = stft_plan(fs, 20.0, 0.45 * fs, 2, self.settings)
+        self.window = plan.window
+        self.pyramid = Pyramid(self.layout, out, full_scale, plan.scale)
+        self.lut, _ = quantiser(full_scale, plan.scale)
+        self.built = np.zeros(self.layout.blocks[0], dtype=bool)
+        self._ranges: dict[int, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+        self.built_blocks = 0
+
+    def add(self, key: int, start: int, stop: int) -> None:
+        """Samples ``start:stop`` are decoded (``key`` names the decoder; its range only grows)."""
+        with self._lock:
+            self._ranges[key] = (start, stop)
+
+    def _complete(self) -> list[tuple[int, int]]:
+        with self._lock:
+            ranges = sorted(self._ranges.values())
+        merged: list[list[int]] = []
+        for a, b in ranges:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            elif b > a:
+                merged.append([a, b])
+        return [(a, b) for a, b in merged]
+
+    def step(self) -> int:
+        """Build every level-0 block whose audio is complete and not built yet, and the coarser
+        blocks above them; returns how many level-0 blocks were built (all threads, GIL released)."""
+        from .warmup import kernels
+
+        kp = kernels("pyramid")
+        lay = self.layout
+        n = lay.samples
+        span = lay.frames_per_block * lay.hop
+        half = lay.nfft // 2
+        nblocks = lay.blocks[0]
+        audio = _validate.read_only(self.audio)
+        base = self.pyramid.levels[0]
+        made = 0
+        for a, b in self._complete():
+            # Block k reads samples k*span - half .. (k+1)*span - hop + half (clipped to the file).
+            lo = 0 if a == 0 else -(-(a + half) // span)
+            hi = nblocks if b >= n else max(0, (b - half + lay.hop) // span)
+            lo, hi = min(lo, nblocks), min(hi, nblocks)
+            if hi <= lo:
+                continue
+            todo = np.flatnonzero(~self.built[lo:hi]) + lo
+            if not todo.size:
+                continue
+            # Contiguous runs of unbuilt blocks.
+            cuts = np.flatnonzero(np.diff(todo) > 1) + 1
+            for run in np.split(todo, cuts):
+                b0, b1 = int(run[0]), int(run[-1]) + 1
+                kp.build_base(audio, self.window, lay.hop, lay.frames, lay.frames_per_block, self.lut, b0, b1, base)
+                self.built[b0:b1] = True
+                made += b1 - b0
+                self._reduce(kp, b0, b1)
+        self.built_blocks += made
+        return made
+
+    def _reduce(self, kp, b0: int, b1: int) -> None:
+        levels = self.pyramid.levels
+        for lo, hi in zip(levels[:-1], levels[1:]):
+            b0, b1 = b0 // PYRAMID_FACTOR, min(hi.shape[0], -(-b1 // PYRAMID_FACTOR))
+            kp.reduce_level(lo[b0 * PYRAMID_FACTOR : b1 * PYRAMID_FACTOR], PYRAMID_FACTOR, hi[b0:b1])
+
+    @property
+    def fraction(self) -> float:
+        return self.built_blocks / max(1, self.layout.blocks[0])
+
+    def finish(self, reference: float) -> Pyramid:
+        """Build what is left, then move the bytes to the file's 0 dB level ``reference``."""
+        self.step()
+        if not self.built.all():
+            raise _validate.AudioFormatError("the pyramid is incomplete: parts of the file were never decoded")
+        if not (isinstance(reference, (int, float, np.floating)) and math.isfinite(reference) and reference > 0):
+            raise _validate.ParameterError(f"reference={reference!r} must be a positive magnitude (the file's 0 dB level)")
+        pyr = self.pyramid
+        want_db = 20.0 * math.log10(float(reference)) + HEADROOM_DB
+        shift = int(round((20.0 * math.log10(pyr.top) - want_db) / DB_STEP))
+        if shift:
+            q = np.arange(256, dtype=np.int64) + shift
+            remap = np.clip(q, 0, 255).astype(np.uint8)
+            remap[0] = 0  # below the range stays below it
+            buf = pyr.buffer[: self.layout.nbytes]
+            step = 1 << 24
+            for i in range(0, buf.shape[0], step):
+                buf[i : i + step] = remap[buf[i : i + step]]
+        top = pyr.top * 10.0 ** (-shift * DB_STEP / 20.0)
+        return Pyramid(self.layout, pyr.buffer, top, pyr.scale)
+
+
+PROGRESSIVE_MIN_SAMPLES = 1 << 22  # ~1.5 min at 48 kHz: shorter files are decoded before building
+
+
+def build_while_decoding(
+    decode: Callable[[Callable[[int, int, int], None]], Any],
+    audio: np.ndarray,
+    sample_rate: float,
+    settings: AnalysisSettings | None,
+    out: np.ndarray,
+    full_scale: float,
+    reference_of: Callable[[np.ndarray], float],
+    progress: Callable[[float], None] | None = None,
+    on_partial: Callable[[ProgressiveBuild], None] | None = None,
+) -> tuple[Pyramid, float]:
+    """Decode a file (``decode(on_range)`` fills ``audio``) and build its pyramid as ranges arrive.
+
+    A builder thread turns every complete part of the audio into pyramid blocks while the
+    decoders go on, calling ``progress(fraction built)`` and ``on_partial(build)`` (whose
+    ``build.pyramid`` is the partial pyramid: blocks not built yet read as silence) after each
+    step. When decoding ends the rest is built, the file's 0 dB level is computed
+    (``reference_of(audio)``) and the bytes are moved to it (:meth:`ProgressiveBuild.finish`).
+    Returns ``(pyramid, reference)``.
+    """
+    import threading
+
+    build = ProgressiveBuild(audio, sample_rate, settings, out, full_scale)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                if build.step():
+                    if progress is not None:
+                        progress(0.95 * build.fraction)
+                    if on_partial is not None:
+                        on_partial(build)
+                else:
+                    stop.wait(0.05)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    builder = threading.Thread(target=loop, name="soma-pyramid-build", daemon=True)
+    builder.start()
+    try:
+        decode(build.add)
+    finally:
+        stop.set()
+        builder.join()
+    if errors:
+        raise errors[0]
+    reference = reference_of(audio)
+    pyramid = build.finish(reference)
+    if progress is not None:
+        progress(1.0)
+    return pyramid, reference

@@ -416,3 +416,54 @@ def test_app_modules_do_not_import_gui_toolkits():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_long_file_shows_its_overview_while_it_decodes(tmp_path, monkeypatch):
+    import soma_shm.app.backend as backend_module
+    from soma_shm import audio, pyramid
+
+    fs = 8_000
+    x = (0.25 * np.sin(2 * np.pi * 440 * np.arange(60 * fs) / fs)).astype(np.float32)
+    path = tmp_path / "long.flac"
+    sf.write(path, x, fs, subtype="PCM_16")
+    monkeypatch.setattr(pyramid, "PROGRESSIVE_MIN_SAMPLES", 1_000)  # "long"
+    monkeypatch.setattr(audio, "PARALLEL_MIN_FRAMES", 1_000)
+    monkeypatch.setattr(audio, "CHUNK_FRAMES", 2_048)
+    monkeypatch.setattr(backend_module, "PARTIAL_EVERY_S", 0.0)
+    real_open = audio._open
+
+    def slow_open(p):  # a decoder as slow as an hour's would be, relative to this minute
+        f = real_open(p)
+        read = f.read
+
+        def slow_read(*args, **kwargs):
+            time.sleep(0.004)
+            return read(*args, **kwargs)
+
+        f.read = slow_read
+        return f
+
+    monkeypatch.setattr(audio, "_open", slow_open)
+    backend = AppBackend(engine_options={"spares": False})
+    events: queue.Queue = queue.Queue()
+    backend.events.listen(events.put)
+    try:
+        backend.open_file(str(path))
+        seen = []
+        while True:
+            ev = events.get(timeout=120)
+            assert ev["type"] != "error", ev
+            seen.append(ev)
+            if ev["type"] == "opened":
+                break
+        partials = [e for e in seen if e["type"] == "partial_overview"]
+        assert partials, [e["type"] for e in seen]
+        first = partials[0]
+        assert 0 < first["fraction"] < 1
+        ov = first["overview"]
+        assert (ov["width"], ov["height"], ov["t1"]) == (backend_module.OVERVIEW_WIDTH, backend_module.OVERVIEW_HEIGHT, 60.0)
+        fractions = [e["fraction"] for e in partials]
+        assert fractions == sorted(fractions)
+        assert seen.index(partials[-1]) < seen.index(seen[-1])  # all before the file is announced
+    finally:
+        backend.close()

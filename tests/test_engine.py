@@ -527,3 +527,55 @@ def test_sigkill_at_random_points_mid_write_never_delivers_a_partial_image(engin
     final = wt.submit(engine, "viewport", "pattern", height=48, width=64, value=77, row_delay=0.0).result(timeout=60)
     assert (final.image == 77).all()
     final.release()
+
+
+def test_a_long_16_bit_file_shows_a_partial_overview_while_it_decodes(tmp_path, monkeypatch):
+    import math
+
+    from soma_shm import audio, pyramid
+    from soma_shm.render import reference_level
+
+    fs = 8_000
+    x = (0.25 * np.sin(2 * np.pi * 440 * np.arange(60 * fs) / fs)).astype(np.float32)
+    path = tmp_path / "long.flac"
+    sf.write(path, x, fs, subtype="PCM_16")
+    # "Long" and decoded in two ranges of many small reads, as an hour would be.
+    monkeypatch.setattr(pyramid, "PROGRESSIVE_MIN_SAMPLES", 1_000)
+    monkeypatch.setattr(audio, "PARALLEL_MIN_FRAMES", 1_000)
+    monkeypatch.setattr(audio, "DECODE_THREADS", 2)
+    monkeypatch.setattr(audio, "CHUNK_FRAMES", 4_096)
+    with soma_shm.Engine(spares=False) as eng:
+        partial = []
+
+        def progress(stage, fraction):
+            # Halfway, hold the decoder until the builder has shown what is there.
+            if stage == "decode" and fraction >= 0.5 and not partial:
+                deadline = time.monotonic() + 30
+                while not partial and time.monotonic() < deadline:
+                    res = eng.partial_overview(240, 40, 50, 3_000)
+                    if res is not None:
+                        partial.append(res)
+                    time.sleep(0.01)
+
+        assert eng.partial_overview(240, 40) is None  # nothing is being opened
+        info = eng.open(path, progress=progress)
+        assert eng.partial_overview(240, 40) is None
+        assert partial, "no partial overview while the file decoded"
+        first = partial[0]
+        assert 0 < first.timings["fraction"] < 1 and first.image.shape == (40, 240)
+        shown = first.magnitude.max(axis=0) > 0.01
+        assert shown[:20].all() and not shown.all()  # the start is there, not all of it yet
+        # The finished file: the exact 0 dB level, and the pyramid a build after decoding makes.
+        samples = eng.audio
+        assert eng.amp_reference == reference_level(samples, fs)
+        top = eng.stats()["pyramid"]
+        ov = eng.overview(240, 40, 50, 3_000)
+        assert ov.timings["pyramid"] and info.frames == x.size
+        after = pyramid.build_pyramid(samples, fs, reference=eng._files["open"].pyramid.top / 10 ** (pyramid.HEADROOM_DB / 20))
+        shift = round(20 * math.log10(2.0 / eng._files["open"].pyramid.top) / pyramid.DB_STEP)  # below full scale - 127 dB
+        for got, level in zip(eng._files["open"].pyramid.levels, after.levels):
+            np.testing.assert_array_equal(got, np.where(level <= shift, 0, level))
+        loud = after.image(0.0, 60.0, 50, 3_000, 240, 40) > 1e-4 * eng.amp_reference  # above -80 dB
+        np.testing.assert_array_equal(ov.magnitude[loud], after.image(0.0, 60.0, 50, 3_000, 240, 40)[loud])
+        assert abs(20 * math.log10(eng._files["open"].pyramid.top / eng.amp_reference) - pyramid.HEADROOM_DB) <= 0.25
+        assert top["bytes"] == after.layout.nbytes

@@ -144,3 +144,61 @@ def test_bad_input_is_a_named_error(steady, steady_pyramid):
         build_pyramid(x[:fs * 10], fs, out=np.empty(10, np.uint8))
     out = np.empty((50, 100), np.float32)
     assert pyr.image(0, 100, 50, 4000, 100, 50, out=out) is out
+
+
+def _pcm16(seconds: float, fs: int) -> np.ndarray:
+    x = make_audio(seconds, fs, freqs=(440.0, 1500.0), amp=0.2, noise=0.01)
+    x[int(0.4 * x.size)] = 0.9  # a click
+    return (np.round(x * 32768) / 32768).astype(np.float32)  # what a 16-bit file holds
+
+
+def test_built_while_decoding_equals_the_build_after_it():
+    import math
+
+    from soma_shm.pyramid import HEADROOM_DB, ProgressiveBuild
+    from soma_shm.render import reference_level
+
+    fs = 8_000
+    x = _pcm16(30.0, fs)
+    settings = soma_shm.AnalysisSettings()
+    layout = PyramidLayout.for_recording(x.size, fs, settings.stft_nfft(fs), settings.stft_hop(fs))
+    build = ProgressiveBuild(x, fs, settings, np.zeros(layout.nbytes, np.uint8), full_scale=2.0)
+    # Three decoders, each growing its own range chunk by chunk, seams at odd samples.
+    edges = [0, 70_001, 150_007, x.size]
+    fractions = []
+    for stop in range(5_000, 125_000, 5_000):
+        for k in range(3):
+            build.add(k, edges[k], min(edges[k] + stop, edges[k + 1]))
+        build.step()
+        fractions.append(build.fraction)
+    assert 0 < fractions[0] < fractions[5] < 1.0 == fractions[-1] and fractions == sorted(fractions)
+    reference = reference_level(x, fs)
+    pyr = build.finish(reference)
+    # Byte 255 lands within a quarter step of the headroom above the file's 0 dB level...
+    assert abs(20 * math.log10(pyr.top / reference) - HEADROOM_DB) <= 0.25
+    # ...and every byte is the one a build after decoding writes with that top, except bins more
+    # than 127 dB below full scale (2.0), which stay below the range.
+    after = build_pyramid(x, fs, settings, reference=pyr.top / 10 ** (HEADROOM_DB / 20))
+    shift = round(20 * math.log10(2.0 / pyr.top) / 0.5)
+    for got, level in zip(pyr.levels, after.levels):
+        np.testing.assert_array_equal(got, np.where(level <= shift, 0, level))
+    np.testing.assert_array_equal(pyr.image(0, 30, 50, 3000, 300, 60), after.image(0, 30, 50, 3000, 300, 60))
+
+
+def test_a_partial_build_shows_what_is_decoded_and_silence_elsewhere():
+    from soma_shm.pyramid import ProgressiveBuild
+
+    fs = 8_000
+    x = _pcm16(20.0, fs)
+    settings = soma_shm.AnalysisSettings()
+    layout = PyramidLayout.for_recording(x.size, fs, settings.stft_nfft(fs), settings.stft_hop(fs))
+    build = ProgressiveBuild(x, fs, settings, np.zeros(layout.nbytes, np.uint8), full_scale=2.0)
+    build.add(0, 0, 5 * fs)  # the first quarter
+    build.add(1, 10 * fs, 15 * fs)  # and the third
+    build.step()
+    img = build.pyramid.image(0.0, 20.0, 50, 3000, 200, 40)
+    loud = img.max(axis=0) > 0.01
+    assert loud[5:45].all() and loud[105:145].all()  # columns inside the decoded parts
+    assert not loud[55:95].any() and not loud[155:].any()  # nothing made up elsewhere
+    with pytest.raises(soma_shm.AudioFormatError, match="parts of the file were never decoded"):
+        build.finish(1.0)

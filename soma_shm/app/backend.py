@@ -11,6 +11,8 @@ Events (``{"type": ..., ...}``):
 
 ``progress``  {stage: "kernels"|"decode"|"overview", fraction}   ("kernels": first run only,
               with ``label`` and ``message``; the compiled kernels are cached for later runs)
+``partial_overview`` {overview, fraction}  while a long 16-bit or lossy file decodes: the overview
+              of what is there so far (the rest silent), about every PARTIAL_EVERY_S
 ``opened``    {file, overview, document}    a file is open and its overview blob is ready
 ``overview``  {overview}                    the overview blob changed (new dB range / gamma)
 ``viewport``  {blob, request_id, t0, t1, fmin, fmax, width, height, method, timings}
@@ -86,6 +88,7 @@ API_METHODS = (
 OVERVIEW_WIDTH = 2048
 OVERVIEW_HEIGHT = 384
 PROGRESS_STEP = 0.1  # a progress event at least every tenth of a stage
+PARTIAL_EVERY_S = 0.3  # while a long file decodes, its partial overview this often
 OVERVIEW_FMIN = 20.0
 BLOBS_KEPT = 6
 SUPERSEDE_COST_S = 0.12  # a viewport computation expected to end within this is not cancelled
@@ -443,12 +446,33 @@ class AppBackend:
         t_start = time.perf_counter()
         last = {"time": 0.0, "stage": "", "fraction": 0.0}
 
+        partial = {"time": 0.0, "busy": False}
+
+        def show_partial() -> None:
+            # A long 16-bit or lossy file: the overview of what is decoded so far.
+            try:
+                res = self.engine.partial_overview(OVERVIEW_WIDTH, OVERVIEW_HEIGHT, OVERVIEW_FMIN)
+                if res is not None and token == self._load_token:
+                    bid = self.blobs.put(res.image)
+                    h, w = res.image.shape
+                    self.events.publish({"type": "partial_overview", "fraction": res.timings["fraction"],
+                                         "overview": {"blob": bid, "width": w, "height": h, "t0": res.t0,
+                                                      "t1": res.t1, "fmin": res.fmin, "fmax": res.fmax}})
+            except Exception:  # pragma: no cover - a preview; the open itself reports errors
+                log.debug("partial overview failed", exc_info=True)
+            finally:
+                partial["busy"] = False
+
         def progress(stage: str, fraction: float) -> None:
             # At most one event per 50 ms, but always the ends of a stage and every step of at
             # least PROGRESS_STEP, so a fast stage still shows its steps and a slow one is smooth.
             # The engine's "pyramid" stage is what the page shows as the overview being made.
             stage = "overview" if stage == "pyramid" else stage
             now = time.perf_counter()
+            if stage == "decode" and fraction < 1.0 and not partial["busy"] and now - partial["time"] >= PARTIAL_EVERY_S:
+                # Off the decoding thread that reports: cutting the image takes tens of ms.
+                partial.update(time=now, busy=True)
+                threading.Thread(target=show_partial, name="soma-app-partial", daemon=True).start()
             if (stage != last["stage"] or fraction >= 1.0 or now - last["time"] > 0.05
                     or fraction - last["fraction"] >= PROGRESS_STEP):
                 last.update(time=now, stage=stage, fraction=fraction)

@@ -312,6 +312,21 @@ async function onViewport(ev) {
   if (!app.frame) app.frame = requestAnimationFrame(draw);
 }
 
+// While a long file decodes: the overview of what is there so far, inside the loading box.
+async function onPartialOverview(ev) {
+  if (!app.opening) return;
+  let img;
+  try { img = await loadImage(ev.overview.blob); } catch (e) { return; } // replaced meanwhile
+  const c = $('partial-overview');
+  if (!app.opening) { img.bitmap.close(); return; }
+  c.width = img.width; c.height = img.height;
+  c.getContext('2d').drawImage(img.bitmap, 0, 0);
+  img.bitmap.close();
+  c.hidden = false;
+  c.dataset.fraction = String(ev.fraction);
+  $('loading').querySelector('.detail').textContent = `overview ${(100 * ev.fraction).toFixed(0)} % of the file so far`;
+}
+
 async function onOverview(ov) {
   const img = await loadImage(ov.blob);
   if (app.overview) app.overview.canvas.close();
@@ -458,9 +473,11 @@ function onEvent(ev) {
       $('loading').querySelector('.detail').textContent = `${ev.stage} ${(100 * ev.fraction).toFixed(0)} %`;
       break;
     }
+    case 'partial_overview': onPartialOverview(ev); break;
     case 'opened': {
       player.stop(); player.prepare(); app.playCursor = null;
       app.opening = false;
+      $('partial-overview').hidden = true;
       $('loading').hidden = true; $('empty').hidden = true; $('error').hidden = true;
       metrics.opens = (metrics.opens || 0) + 1;
       app.file = ev.file; app.viewport = null; app.overview = null; app.shownRequest = 0; app.requestedKey = null; app.pending = [];
@@ -487,7 +504,7 @@ function onEvent(ev) {
       $('empty').hidden = false; guarded(() => setDocument(ev.document)); invalidate(); break;
     }
     case 'error': {
-      if (ev.op === 'open') { app.opening = false; $('loading').hidden = true; if (!app.file) $('empty').hidden = false; }
+      if (ev.op === 'open') { app.opening = false; $('partial-overview').hidden = true; $('loading').hidden = true; if (!app.file) $('empty').hidden = false; }
       if (ev.op === 'snap') settleStroke(ev.request_id);
       showError(`${ev.op} failed — ${ev.error.type}: ${ev.error.message}`);
       break;
