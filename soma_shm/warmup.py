@@ -39,11 +39,11 @@ LABEL = "preparing kernels (first run only)"
 _CHILD_ENV = "SOMA_SHM_WARMUP_CHILD"  # set in the compiling processes: they compile, never wait
 
 # Task -> seconds of the cold compile on the reference machine (for progress).
-WEIGHTS = {"cwt_pooling": 7.7, "cwt": 6.4, "snap": 3.5, "stft": 3.5, "tonemap": 1.0, "pyramid": 6.6}
+WEIGHTS = {"cwt_pooling": 7.7, "cwt": 6.4, "snap": 3.5, "stft": 3.5, "tonemap": 1.0, "pyramid": 6.6, "synth": 4.2}
 # One process per group, about equal in time. Kernels two groups share are compiled by one of
 # them before the other needs them: ``cwt`` links the CWT pooling that the other group compiles
 # first (it waits for it, see AFTER), ``pyramid`` the frame filler ``stft`` compiles first.
-GROUPS: tuple[tuple[str, ...], ...] = (("cwt_pooling", "pyramid"), ("stft", "snap", "tonemap", "cwt"))
+GROUPS: tuple[tuple[str, ...], ...] = (("cwt_pooling", "pyramid", "tonemap"), ("stft", "snap", "synth", "cwt"))
 AFTER = {"cwt": "cwt_pooling"}  # task -> task of another group it reuses (waits up to AFTER_WAIT_S)
 AFTER_WAIT_S = 120.0
 _DONE_DIR_ENV = "SOMA_SHM_WARMUP_DONE"  # folder where compiling processes mark finished tasks
@@ -113,6 +113,12 @@ def _task_pyramid() -> None:
         p.image(0.0, 0.5, 100, 2000, 8, 4)
 
 
+def _task_synth() -> None:
+    from .synth import render_partials
+
+    render_partials([[(0.1, 440.0, 0.5), (0.3, 450.0, 0.4)]], 8000.0, 4000)
+
+
 TASKS: dict[str, Callable[[], None]] = {
     "cwt_pooling": _task_cwt_pooling,
     "cwt": _task_cwt,
@@ -120,6 +126,7 @@ TASKS: dict[str, Callable[[], None]] = {
     "stft": _task_stft,
     "tonemap": _task_tonemap,
     "pyramid": _task_pyramid,
+    "synth": _task_synth,
 }
 
 
