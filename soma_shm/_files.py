@@ -193,3 +193,25 @@ def _build_while_decoding(source, finfo, samples, settings, generation: int, on_
     log.info("pyramid built while decoding bytes=%d levels=%d in %.3f s", layout.nbytes, len(layout.blocks),
              opened.pyramid_build_s)
     return opened
+
+
+def partial_overview(build, width: int, height: int, fmin: float = 20.0, fmax: float | None = None):
+    """The overview of what a :class:`soma_shm.pyramid.ProgressiveBuild` holds so far (blocks not
+    built yet read as silence), tone-mapped against its own loudest value (the file's 0 dB level
+    is not known yet; the final overview uses it): an :class:`soma_shm.results.ImageResult`, or
+    None when ``build`` is None."""
+    if build is None:
+        return None
+    from . import render
+    from .results import ImageResult
+
+    lay = build.layout
+    duration = lay.samples / lay.sample_rate
+    fmax = min(0.5 * lay.sample_rate, 20_000.0) if fmax is None else fmax
+    t = time.perf_counter()
+    mag = build.pyramid.image(0.0, duration, fmin, fmax, width, height, build.settings)
+    peak = float(mag.max())
+    reference = peak if peak > 0 else 1.0
+    image = render.tone_map(mag, reference, build.settings)
+    return ImageResult(image, mag, 0.0, duration, fmin, fmax, "stft", reference,
+                       {"kernel_s": time.perf_counter() - t, "pyramid": True, "fraction": build.fraction})

@@ -159,26 +159,11 @@ class Engine:
 
     def partial_overview(self, width: int, height: int, fmin: float = 20.0,
                          fmax: float | None = None) -> ImageResult | None:
-        """While :meth:`open` decodes a long 16-bit or lossy file (called from another thread):
-        the overview of what is decoded so far (the rest silent), tone-mapped against its own
-        loudest value; None when no such file is being opened.
+        """While :meth:`open` decodes a long 16-bit or lossy file (call it from another thread):
+        the overview of the part decoded so far, or None (:func:`soma_shm._files.partial_overview`)."""
+        from ._files import partial_overview
 
-        The final :meth:`overview` is tone-mapped against the whole file's ``amp_reference``.
-        """
-        build = getattr(self, "_building", None)
-        if build is None:
-            return None
-        from . import render
-
-        lay = build.layout
-        duration = lay.samples / lay.sample_rate
-        fmax = min(0.5 * lay.sample_rate, 20_000.0) if fmax is None else fmax
-        t = time.perf_counter()
-        mag = build.pyramid.image(0.0, duration, fmin, fmax, width, height, build.settings)
-        peak = float(mag.max())
-        image = render.tone_map(mag, peak if peak > 0 else 1.0, build.settings)
-        return ImageResult(image, mag, 0.0, duration, fmin, fmax, "stft", peak if peak > 0 else 1.0,
-                           {"kernel_s": time.perf_counter() - t, "pyramid": True, "fraction": build.fraction})
+        return partial_overview(getattr(self, "_building", None), width, height, fmin, fmax)
 
     def _pyramid_for(self, method: str, span: float):
         """The open file's pyramid if a view of ``method`` over ``span`` seconds is cut from it."""
@@ -345,8 +330,6 @@ class Engine:
         from .ipc.supervisor import Request
 
         self._check_alive()
-        if on_result is not None and not callable(on_result):
-            raise ParameterError(f"on_result={on_result!r} must be a callable taking the result (or None)")
         rid = self._sup.new_id()
         handle = RequestHandle(self._sup, role, rid)
         if on_result is not None:

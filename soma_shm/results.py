@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import RequestCancelled
+from .errors import ParameterError, RequestCancelled
 
 __all__ = ["FileInfo", "ImageResult", "ViewportResult", "SnapResult", "RequestHandle"]
 
@@ -134,7 +134,9 @@ class RequestHandle(Future):
 
 
 def on_result_callback(fn: Callable[[Any], Any]) -> Callable[[Future], None]:
-    """``fn(result_or_exception)`` as a done-callback."""
+    """``fn(result_or_exception)`` as a done-callback (ParameterError if ``fn`` is not callable)."""
+    if not callable(fn):
+        raise ParameterError(f"on_result={fn!r} must be a callable taking the result (or None)")
 
     def call(f: Future) -> None:
         exc = f.exception()
