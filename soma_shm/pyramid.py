@@ -186,7 +186,7 @@ class Pyramid:
             Bad geometry, or ``settings`` whose STFT frames differ from the pyramid's (rebuild it
             with those settings, or use ``stft_image``).
         """
-        from .warmup import kernels
+        from .kernel_cache import kernels
 
         kp = kernels("pyramid")
 
@@ -264,7 +264,7 @@ def build_pyramid(
     >>> pyr = soma_shm.build_pyramid(x, 48000)                           # doctest: +SKIP
     >>> img = pyr.image(0, len(x) / 48000, 20, 20000, 2048, 512)         # doctest: +SKIP
     """
-    from .warmup import kernels
+    from .kernel_cache import kernels
 
     kp = kernels("pyramid")
 
@@ -362,7 +362,7 @@ class ProgressiveBuild:
     def step(self) -> int:
         """Build every level-0 block whose audio is complete and not built yet, and the coarser
         blocks above them; returns how many level-0 blocks were built (all threads, GIL released)."""
-        from .warmup import kernels
+        from .kernel_cache import kernels
 
         kp = kernels("pyramid")
         lay = self.layout

@@ -22,8 +22,8 @@ __all__ = ["cwt_image", "stft_image", "tone_map", "reference_level", "image_geom
 
 def _kernels():
     """Import the numba kernels on first use (keeps ``import soma_shm`` cheap), compiling them
-    first if none is cached (:func:`soma_shm.warmup.ensure_kernels`)."""
-    from .warmup import ensure_kernels
+    first if none is cached (:func:`soma_shm.kernel_cache.ensure_kernels`)."""
+    from .kernel_cache import ensure_kernels
 
     ensure_kernels()
     from .kernels import cwt, stft, tonemap

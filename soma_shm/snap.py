@@ -93,7 +93,7 @@ def snap_trace(
     >>> p.shape, round(float(np.median(p[:, 1])), 1), round(float(np.median(p[:, 2])), 3)
     ((61, 3), 440.0, 0.5)
     """
-    from .warmup import kernels as _kernels
+    from .kernel_cache import kernels as _kernels
 
     kernels = _kernels("snap")
 

@@ -1,55 +1,26 @@
-"""Preparing the kernels: compile every numba kernel once, in parallel processes, before use.
+"""Preparing the kernels: every kernel called once on tiny inputs, and ``soma-shm warmup``.
 
-numba compiles a kernel the first time it is called and caches the machine code on disk (see
-:mod:`soma_shm.kernels._jit`); later processes load it in about a second. The first compile takes
-tens of seconds, so it is done ahead of use and split over processes: ``make setup`` runs
-``soma-shm warmup``, and the first process that needs a kernel while none is cached
-(:func:`ensure_kernels`, called by every wrapper before it loads the kernels) compiles them in
-:data:`GROUPS` side by side, one process per group, while every other process that needs them
-waits on a lock instead of compiling the same code again. A marker file in the cache folder,
-named after the kernels' source stamp and numba's version, says the cache is complete.
-
-Each kernel is compiled for exactly one argument type (wrappers pass read-only, contiguous
-arrays), so processes compiling side by side never write different versions of one kernel.
-
-The command line: ``soma-shm warmup`` (a progress line; ``--force`` recompiles even if the cache
-is complete).
+:data:`TASKS` are the calls that make numba compile (or load) every kernel.
+:mod:`soma_shm.kernel_cache` runs them in parallel processes (``python -m soma_shm.warmup TASK...``)
+the first time any kernel is needed; ``make setup`` runs ``soma-shm warmup`` so that is done at
+install time, with a progress line; workers call :func:`warm_up` to load them all at start.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
-import logging
 import os
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["GROUPS", "TASKS", "ensure_kernels", "kernels", "kernels_ready", "run_tasks", "warm_up"]
+from . import kernel_cache
+from .kernel_cache import AFTER, AFTER_WAIT_S, DONE_DIR_ENV, GROUPS, ensure_kernels
 
-log = logging.getLogger("soma_shm.warmup")
+__all__ = ["TASKS", "LABEL", "TerminalProgress", "run_tasks", "warm_up"]
 
 LABEL = "preparing kernels (first run only)"
-_CHILD_ENV = "SOMA_SHM_WARMUP_CHILD"  # set in the compiling processes: they compile, never wait
-
-# Task -> seconds of the cold compile on the reference machine (for progress).
-WEIGHTS = {"cwt_pooling": 7.7, "cwt": 6.4, "snap": 3.5, "stft": 3.5, "tonemap": 1.0, "pyramid": 6.6, "synth": 4.2}
-# One process per group, about equal in time. Kernels two groups share are compiled by one of
-# them before the other needs them: ``cwt`` links the CWT pooling that the other group compiles
-# first (it waits for it, see AFTER), ``pyramid`` the frame filler ``stft`` compiles first.
-GROUPS: tuple[tuple[str, ...], ...] = (("cwt_pooling", "pyramid", "tonemap"), ("stft", "snap", "synth", "cwt"))
-AFTER = {"cwt": "cwt_pooling"}  # task -> task of another group it reuses (waits up to AFTER_WAIT_S)
-AFTER_WAIT_S = 120.0
-_DONE_DIR_ENV = "SOMA_SHM_WARMUP_DONE"  # folder where compiling processes mark finished tasks
-
-_ready = False
-_ready_lock = threading.Lock()
 
 
 def _signal():
@@ -146,187 +117,6 @@ def warm_up() -> None:
     run_tasks()
 
 
-def _marker() -> Path:
-    import numba
-
-    from .kernels import _jit
-
-    return Path(_jit.cache_dir()) / f"soma-kernels-{_jit.package_stamp()}-numba{numba.__version__}.ready"
-
-
-def kernels_ready() -> bool:
-    """Whether every kernel is compiled and cached for the current sources."""
-    return _ready or _marker().exists()
-
-
-def kernels(name: str):
-    """The kernel module ``soma_shm.kernels.<name>``, once the kernels are ready."""
-    ensure_kernels()
-    return importlib.import_module(f".kernels.{name}", __package__)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, waiting: Callable[[], None] | None = None):
-    """Hold an exclusive lock on ``path``; while another process holds it, call ``waiting`` about
-    four times a second."""
-    import fcntl
-
-    with open(path, "a") as f:
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | (fcntl.LOCK_NB if waiting is not None else 0))
-                break
-            except BlockingIOError:
-                waiting()
-                time.sleep(0.25)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def ensure_kernels(
-    progress: Callable[[float, str], None] | None = None,
-    processes: int | None = None,
-    force: bool = False,
-) -> bool:
-    """Make sure every kernel is compiled and cached; compile them now if not.
-
-    Parameters
-    ----------
-    progress : callable, optional
-        ``progress(fraction, message)`` while compiling, or while waiting for another process
-        that compiles them (not called when the cache is complete).
-    processes : int, optional
-        Compiling processes (default: one per group, at most the number of cores).
-    force : bool
-        Compile again even if the cache is complete.
-
-    Returns
-    -------
-    bool
-        True if this call compiled the kernels (or waited for another process that did).
-
-    Notes
-    -----
-    Takes about a second when the cache is complete (importing numba, checking a file); tens of
-    seconds of compiling otherwise, split over the processes. The compiling process writes its
-    progress to a file beside the lock, which waiting processes report. Processes started by this
-    function never wait for it (they are the ones compiling).
-    """
-    global _ready
-    if (_ready and not force) or os.environ.get(_CHILD_ENV):
-        return False
-    with _ready_lock:
-        if _ready and not force:
-            return False
-        marker = _marker()
-        if marker.exists() and not force:
-            _ready = True
-            return False
-        progress_file = marker.parent / "soma-kernels.progress"
-
-        def waiting() -> None:  # another process compiles: report its progress
-            if progress is None:
-                return
-            try:
-                fraction, message = progress_file.read_text().split(" ", 1)
-                progress(float(fraction), f"{message.strip()} (another process compiles them)")
-            except (OSError, ValueError):
-                progress(0.0, "waiting for another process that compiles them")
-
-        def report(fraction: float, message: str) -> None:
-            try:
-                tmp = progress_file.with_suffix(f".{os.getpid()}")
-                tmp.write_text(f"{fraction:.4f} {message}")
-                os.replace(tmp, progress_file)
-            except OSError:
-                pass
-            if progress is not None:
-                progress(fraction, message)
-
-        with _file_lock(marker.parent / "soma-kernels.lock", waiting if progress is not None else None):
-            if marker.exists() and not force:  # another process compiled them meanwhile
-                _ready = True
-                if progress is not None:
-                    progress(1.0, "ready")
-                return True
-            t = time.perf_counter()
-            _compile(report, processes)
-            marker.write_text(f"compiled in {time.perf_counter() - t:.1f} s\n")
-            with contextlib.suppress(OSError):
-                progress_file.unlink()
-        _ready = True
-        return True
-
-
-def _compile(progress, processes) -> None:
-    n = min(len(GROUPS), processes if processes is not None else (os.cpu_count() or 1))
-    total = sum(WEIGHTS.values())
-    done: list[str] = []
-    lock = threading.Lock()
-    t0 = time.perf_counter()
-
-    def finished(task: str) -> None:
-        with lock:
-            done.append(task)
-            fraction = sum(WEIGHTS[d] for d in done) / total
-        if progress is not None:
-            progress(fraction, f"{task} ready ({len(done)}/{len(TASKS)}, {time.perf_counter() - t0:.0f} s)")
-
-    if progress is not None:
-        progress(0.0, f"compiling {len(TASKS)} sets of kernels in {max(n, 1)} process(es)")
-    if n <= 1:
-        for task in TASKS:
-            TASKS[task]()
-            finished(task)
-        return
-    groups = [tuple(t for g in GROUPS[k::n] for t in g) for k in range(n)]
-    env = dict(os.environ, **{_CHILD_ENV: "1"})
-    root = str(Path(__file__).resolve().parent.parent)  # the soma_shm the caller imported
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    done_dir = tempfile.TemporaryDirectory(prefix="soma_warmup_")
-    env[_DONE_DIR_ENV] = done_dir.name
-    errs = [tempfile.TemporaryFile("w+") for _ in groups]  # a file, so a chatty child never blocks
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "soma_shm.warmup", *g], env=env, stdout=subprocess.PIPE,
-                         stderr=e, stdin=subprocess.DEVNULL, text=True)
-        for g, e in zip(groups, errs)
-    ]
-    failed: list[tuple[tuple[str, ...], str]] = []
-
-    def watch(p: subprocess.Popen, group: tuple[str, ...], err) -> None:
-        for line in p.stdout:
-            task = line.strip()
-            if task in TASKS:
-                finished(task)
-        if p.wait() != 0:
-            err.seek(0)
-            failed.append((group, err.read()))
-        err.close()
-
-    watchers = [threading.Thread(target=watch, args=(p, g, e), daemon=True) for p, g, e in zip(procs, groups, errs)]
-    for w in watchers:
-        w.start()
-    try:
-        for w in watchers:
-            w.join()
-    except BaseException:  # interrupted: stop the compilers, leave no process behind
-        for p in procs:
-            p.kill()
-            p.wait()
-        raise
-    finally:
-        done_dir.cleanup()
-    for group, err in failed:
-        # The compile is repeated here, so a real error is raised with its traceback.
-        log.warning("compiling %s in a separate process failed; compiling here:\n%s", group, err[-2000:])
-        for task in group:
-            if task not in done:
-                TASKS[task]()
-                finished(task)
-
-
 class TerminalProgress:
     """``progress(fraction, message)`` as one updating line on a terminal, plain lines elsewhere."""
 
@@ -360,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--processes {args.processes} must be at least 1")
     t = time.perf_counter()
     compiled = ensure_kernels(TerminalProgress(), args.processes, force=args.force)
-    where = _marker().parent
+    where = kernel_cache._marker().parent
     if compiled:
         print(f"kernels compiled in {time.perf_counter() - t:.1f} s, cached in {where}")
     else:
@@ -370,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _child(names: list[str]) -> None:
     """A compiling process: run ``names`` in order, say each on stdout and mark it done."""
-    done_dir = os.environ.get(_DONE_DIR_ENV)
+    done_dir = os.environ.get(DONE_DIR_ENV)
     for name in names:
         before = AFTER.get(name)
         if done_dir and before and before not in names:

@@ -83,18 +83,15 @@ def test_a_change_to_a_callee_in_another_file_recompiles_its_callers(tmp_path):
 
 _SMALL_WARMUP = """
     import json, sys
-    from soma_shm import warmup
+    from soma_shm import kernel_cache
 
     # Two quick task sets stand in for the full compile (which takes tens of seconds).
-    warmup.TASKS = {{k: warmup.TASKS[k] for k in ("tonemap", "stft")}}
-    warmup.GROUPS = (("tonemap",), ("stft",))
-    warmup.WEIGHTS = {{"tonemap": 1.0, "stft": 3.0}}
-    seen = []
-    compiled = warmup.ensure_kernels(lambda f, m: (seen.append((f, m)), print(json.dumps([f, m]), flush=True)),
-                                     processes={processes})
-    print(json.dumps({{"compiled": compiled, "ready": warmup.kernels_ready(), "marker": str(warmup._marker())}}))
+    kernel_cache.GROUPS = (("tonemap",), ("stft",))
+    kernel_cache.WEIGHTS = {{"tonemap": 1.0, "stft": 3.0}}
+    compiled = kernel_cache.ensure_kernels(lambda f, m: print(json.dumps([f, m]), flush=True), processes={processes})
+    print(json.dumps({{"compiled": compiled, "ready": kernel_cache.kernels_ready(),
+                      "marker": str(kernel_cache._marker())}}))
 """
-
 
 def test_first_run_compiles_in_parallel_processes_and_later_runs_load_the_cache(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
@@ -116,7 +113,7 @@ def test_first_run_compiles_in_parallel_processes_and_later_runs_load_the_cache(
 
 def test_a_process_that_needs_the_kernels_waits_for_the_one_compiling_them(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
-    where = _python("from soma_shm import warmup; print(warmup._marker())", env)
+    where = _python("from soma_shm import kernel_cache; print(kernel_cache._marker())", env)
     marker = Path(where.stdout.strip())
     marker.parent.mkdir(parents=True, exist_ok=True)
     with open(marker.parent / "soma-kernels.lock", "a") as lock:

@@ -361,7 +361,8 @@ class AppBackend:
     def _prepare_kernels(self) -> None:
         """First run only: compile the kernels (or wait for the process that does), telling the
         page; then load the overview's kernels."""
-        from ..warmup import LABEL, ensure_kernels
+        from ..kernel_cache import ensure_kernels
+        from ..warmup import LABEL
 
         last = [0.0]
 
