@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 import soma_shm
-from soma_shm.ipc.shm import list_segments
+from soma_shm.ipc.shm import list_segments, run_prefix
 from tests import worker_tasks as wt
 from tests.conftest import worker_processes
 
@@ -451,16 +451,16 @@ def test_full_shared_memory_is_a_clear_error(monkeypatch, tone):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with soma_shm.Engine() as eng:
-        audio_before = [n for n in list_segments() if "_audio_" in n]
+        audio_before = [n for n in list_segments(run_prefix()) if "_audio_" in n]
         monkeypatch.setattr(shm.os, "posix_fallocate", no_space)
         with pytest.raises(soma_shm.SharedMemoryError, match="shared memory is too small"):
             eng.open(x, sample_rate=fs)
         monkeypatch.undo()
         assert eng.info is None
-        assert [n for n in list_segments() if "_audio_" in n] == audio_before
+        assert [n for n in list_segments(run_prefix()) if "_audio_" in n] == audio_before
         # Room for the audio but not for its pyramid: the open file stays, nothing new is left.
         eng.open(x, sample_rate=fs)
-        before = sorted(list_segments())
+        before = list_segments(run_prefix())  # ours only: other test runs share /dev/shm
         calls = []
 
         def second_fails(fd, offset, length):
@@ -474,7 +474,7 @@ def test_full_shared_memory_is_a_clear_error(monkeypatch, tone):
         with pytest.raises(soma_shm.SharedMemoryError, match="shared memory is too small"):
             eng.open(x[: fs], sample_rate=fs)
         monkeypatch.undo()
-        assert len(calls) == 2 and sorted(list_segments()) == before and eng.info.frames == len(x)
+        assert len(calls) == 2 and list_segments(run_prefix()) == before and eng.info.frames == len(x)
         eng.submit_viewport(0.5, 1.5, 100, 5_000, 50, 20).result(timeout=60).release()
 
 

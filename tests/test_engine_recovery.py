@@ -34,7 +34,9 @@ def _wait(predicate, timeout: float = 30.0, what: str = "") -> None:
 
 
 def _busy(eng, role: str = "viewport") -> int:
-    _wait(lambda: eng.stats()[role]["busy_pid"] is not None, what=f"a busy {role} worker")
+    """The pid of the worker computing ``role``'s request, once it has taken it (a worker stopped
+    before that never started the request, which is then rightly retried on another worker)."""
+    _wait(lambda: eng.stats()[role]["busy_started"], what=f"a busy {role} worker")
     return eng.stats()[role]["busy_pid"]
 
 

@@ -75,10 +75,10 @@ def test_attach_errors(segment):
 def test_a_block_larger_than_dev_shm_is_a_clear_error_not_a_sigbus():
     st = os.statvfs(shm.SHM_DIR)
     too_big = 2 * st.f_blocks * st.f_frsize + 2**30  # more than the whole tmpfs: refused up front
-    before = list_segments()
+    before = list_segments(run_prefix())  # ours only: other runs share /dev/shm
     with pytest.raises(soma_shm.SharedMemoryError, match=r"shared memory is too small .*MiB free"):
         Segment.create("audio", too_big)
-    assert list_segments() == before
+    assert list_segments(run_prefix()) == before
 
 
 def test_enospc_from_fallocate_leaves_no_segment(monkeypatch):
@@ -86,10 +86,10 @@ def test_enospc_from_fallocate_leaves_no_segment(monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(shm.os, "posix_fallocate", full)
-    before = list_segments()
+    before = list_segments(run_prefix())  # ours only: other runs share /dev/shm
     with pytest.raises(soma_shm.SharedMemoryError, match="enlarge /dev/shm"):
         AudioBlock.create(1_000, 48_000.0, 1)
-    assert list_segments() == before
+    assert list_segments(run_prefix()) == before
 
 
 def _dead_pid() -> int:

@@ -175,6 +175,7 @@ class _RoleState:
         s["workers"] = [w.pid for w in self.workers]
         s["busy"] = self.current is not None
         s["busy_pid"] = self.current.worker.pid if self.current is not None else None
+        s["busy_started"] = self.current is not None and self.current.acked  # the worker took it
         live = [w for w in self.workers if w.ready and not w.dying]
         s["idle_pids"] = [w.pid for w in live if w.request is None]
         s["ready"] = len(live)
