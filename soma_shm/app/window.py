@@ -49,6 +49,21 @@ def _dialogs(window):
     return ask
 
 
+def _announce(url: str):
+    """Write ``state_dir()/app-<pid>.json`` (mode 0600) with the page's address, token included,
+    so the running window's document can also be reached from a browser or a script on this
+    machine (as a notebook server does); removed when the window closes. Returns its path."""
+    from .persistence import state_dir
+
+    folder = state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"app-{os.getpid()}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "pid": os.getpid()}, f)
+    return path
+
+
 def run_window(path: str | None = None, self_test: float | None = None) -> int:
     """Open the app window; returns when it closes (then the process exits via ``os._exit``).
 
@@ -68,6 +83,10 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
     backend.events.listen(events.put)
+    try:
+        announced = _announce(server.url)
+    except OSError:  # a read-only state folder: the window works without it
+        announced = None
     window = webview.create_window("soma_shm", server.url + "&push=window", width=1400, height=860,
                                    min_size=(800, 500))
     backend.dialogs = _dialogs(window)
@@ -135,6 +154,8 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
         stop.set()
         server.stop()
         backend.close()
+        if announced is not None:
+            announced.unlink(missing_ok=True)
         if self_test is not None:
             print(json.dumps(report), flush=True)
             code = 0 if report.get("ok") else 1

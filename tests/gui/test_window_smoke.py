@@ -6,12 +6,17 @@ Python through evaluate_js) has the overview on screen, prints a JSON report and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 
+import psutil
 import pytest
 import soundfile as sf
 
@@ -30,15 +35,15 @@ def _free_display() -> int:
     raise RuntimeError("no free X display number")
 
 
-def test_window_shows_the_overview_under_xvfb(tmp_path):
+@contextlib.contextmanager
+def _xvfb():
+    """A private X display for one window process; yields the environment to start it with."""
     need_xvfb()
     try:
         import PySide6.QtWebEngineWidgets  # noqa: F401
         import webview  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"pywebview's Qt backend is not installed ({exc}); `make setup` installs the app extra")
-    wav = tmp_path / "tone.wav"
-    sf.write(wav, make_audio(3.0, 48_000, freqs=(440.0,)), 48_000)
     display = _free_display()
     xvfb = subprocess.Popen(["Xvfb", f":{display}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -50,6 +55,16 @@ def test_window_shows_the_overview_under_xvfb(tmp_path):
         env = {**os.environ, "DISPLAY": f":{display}", "QT_QPA_PLATFORM": "xcb"}
         if os.geteuid() == 0:
             env["QTWEBENGINE_DISABLE_SANDBOX"] = "1"
+        yield env
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
+
+
+def test_window_shows_the_overview_under_xvfb(tmp_path):
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, make_audio(3.0, 48_000, freqs=(440.0,)), 48_000)
+    with _xvfb() as env:
         proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "app", "--self-test", "60", str(wav)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
@@ -58,9 +73,6 @@ def test_window_shows_the_overview_under_xvfb(tmp_path):
             proc.kill()
             out, err = proc.communicate()
             pytest.fail(f"the window did not close within 120 s; stderr: {err[-2000:]}")
-    finally:
-        xvfb.terminate()
-        xvfb.wait(timeout=10)
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     assert lines, f"no report; stderr: {err[-3000:]}"
     report = json.loads(lines[-1])
@@ -68,3 +80,67 @@ def test_window_shows_the_overview_under_xvfb(tmp_path):
     assert report["title"] == "soma_shm \u2014 tone.wav"
     assert report["push"] >= 3  # progress and opened arrived through evaluate_js, not polling
     assert not [s for s in list_segments() if s.startswith(f"soma_{proc.pid}_")]
+
+
+def _api(url: str, method: str, params: dict | None = None) -> dict:
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+    base = url.split("?")[0].rstrip("/")
+    req = urllib.request.Request(f"{base}/api/{method}", data=json.dumps(params or {}).encode(), method="POST",
+                                 headers={"X-Soma-Token": token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = json.loads(r.read())
+    assert body["ok"], body
+    return body["result"]
+
+
+def _until(predicate, timeout: float, what: str, proc: subprocess.Popen):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert proc.poll() is None, f"the window exited ({proc.returncode}) while waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_sigterm_with_unsaved_edits_keeps_them_in_the_recovery_file(tmp_path):
+    """A window killed by SIGTERM (logout, shutdown, `kill`) with a traced partial not saved: the
+    partial is in the recovery file offered at the next start, and nothing is left running."""
+    wav = tmp_path / "chord.wav"
+    sf.write(wav, make_audio(3.0, 48_000, freqs=(220.0, 660.0)), 48_000)
+    state = tmp_path / "state"
+    with _xvfb() as env:
+        env = {**env, "XDG_STATE_HOME": str(state), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "app", str(wav)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            announced = state / "soma_shm" / f"app-{proc.pid}.json"
+            _until(announced.exists, 120, "the window's address", proc)
+            assert announced.stat().st_mode & 0o077 == 0  # the token is readable by this user only
+            url = json.loads(announced.read_text())["url"]
+            _until(lambda: _api(url, "state")["overview"], 180, "the overview", proc)
+            _api(url, "snap", {"trace": [[0.5, 225.0], [2.5, 215.0]]})
+            _until(lambda: _api(url, "state")["document"]["partials"], 120, "the traced partial", proc)
+            children = psutil.Process(proc.pid).children(recursive=True)  # workers, forkserver, Qt's
+            assert children
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                err = proc.communicate()[1]
+                pytest.fail(f"the window did not exit within 60 s of SIGTERM; stderr: {err[-2000:]}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    recovery = json.loads((state / "soma_shm" / f"recovery-{proc.pid}.soma").read_text())
+    (partial,) = recovery["data"]["partials"]
+    freqs = [row[1] for row in partial["points"]]
+    assert 200 < min(freqs) and max(freqs) < 240  # the 220 Hz partial the stroke followed
+    assert recovery["source"]["file_path"].endswith("chord.wav")
+    assert not announced.exists()
+    assert not [s for s in list_segments() if s.startswith(f"soma_{proc.pid}_")]
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
