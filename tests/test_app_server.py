@@ -123,6 +123,22 @@ def test_keep_alive_serves_several_requests_on_one_connection(served):
         conn.close()
 
 
+def test_pipelined_requests_are_all_answered(served):
+    """Requests sent back to back before the first answer (HTTP/1.1 pipelining) are answered in
+    order, none left in a buffer while the connection waits for more."""
+    _, server, _ = served
+    names = ("style.css", "api.js", "view.js")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"".join(f"GET /static/{n} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+                           for n in names))
+        f = s.makefile("rb")
+        for name in names:  # the responses one after the other from one stream
+            status = f.readline().split()[1]
+            headers = dict(line.decode().split(":", 1) for line in iter(f.readline, b"\r\n"))
+            body = f.read(int({k.lower(): v for k, v in headers.items()}["content-length"]))
+            assert status == b"200" and body == (server_module.STATIC_DIR / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("path", [
     "/static/" + "a" * 300,
     "/static/../server.py",

@@ -98,6 +98,20 @@ class _Handler(BaseHTTPRequestHandler):
         # holds no thread while idle.
         self.close_connection = True
         self.handle_one_request()
+        # Requests the client sent back to back (pipelining) may already sit in this handler's
+        # read buffer, where the watcher cannot see them: serve them before giving the socket back.
+        while not self.close_connection and self._buffered():
+            self.handle_one_request()
+
+    def _buffered(self) -> bool:
+        """True if the next request has (partly) arrived already; never waits for one."""
+        self.connection.setblocking(False)
+        try:
+            return bool(self.rfile.peek(1))
+        except (BlockingIOError, OSError, ValueError):
+            return False
+        finally:
+            self.connection.settimeout(self.timeout)
 
     def _safely(self, route) -> None:
         try:
