@@ -1,7 +1,7 @@
 """The Engine: one open file in shared memory, persistent workers, terminate-and-respawn.
 
 A facade (``docs/design.md``, "Processes and roles"): it owns the open file's blocks, makes the
-overview in-process, validates requests in the caller's thread and hands them to the
+overview in-process, validates requests in the caller's thread (:mod:`soma_shm._requests`) and hands them to the
 :class:`soma_shm.ipc.supervisor.Supervisor`, whose thread alone owns workers, queues, slots and
 deadlines of the roles in :data:`soma_shm.ipc.protocol.ROLES`.
 """
@@ -12,17 +12,16 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import time
 import weakref
 from typing import Any, Callable, Literal
 
 import numpy as np
 
-from . import _validate
+from . import _requests, _validate
 from .errors import EngineClosed, ParameterError
 from .ipc import _log
 from .options import EngineOptions
-from .results import FileInfo, ImageResult, RequestHandle, SnapResult, ViewportResult, on_result_callback
+from .results import FileInfo, ImageResult, RequestHandle, SnapResult, ViewportResult
 from .settings import AnalysisSettings
 
 __all__ = ["Engine", "EngineOptions", "FileInfo", "ImageResult", "ViewportResult", "SnapResult", "RequestHandle"]
@@ -165,14 +164,6 @@ class Engine:
 
         return partial_overview(getattr(self, "_building", None), width, height, fmin, fmax)
 
-    def _pyramid_for(self, method: str, span: float):
-        """The open file's pyramid if a view of ``method`` over ``span`` seconds is cut from it."""
-        pyramid = self._files["open"].pyramid
-        if (method != "stft" or pyramid is None or span <= self.options.stft_above_seconds
-                or not pyramid.layout.matches(self.settings)):
-            return None
-        return pyramid
-
     def overview(self, width: int, height: int, fmin: float = 20.0, fmax: float | None = None) -> ImageResult:
         """Pooled STFT image of the whole file, made in this process (GIL released).
 
@@ -188,8 +179,9 @@ class Engine:
         reference, so brightness never jumps while zooming.
         """
         self._check_open()
-        return self._files["open"].overview(width, height, fmin, fmax, self.settings,
-                                            self._pyramid_for("stft", math.inf))
+        opened = self._files["open"]
+        return opened.overview(width, height, fmin, fmax, self.settings,
+                               _requests.pyramid_for(opened, "stft", math.inf, self.settings, self.options))
 
     def submit_viewport(self, t0: float, t1: float, fmin: float, fmax: float, width: int, height: int,
                         on_result: Callable[[Any], Any] | None = None, magnitude: bool = False,
@@ -214,23 +206,8 @@ class Engine:
             No file open or the engine closed.
         """
         self._check_open()
-        info, o = self._info, self.options
-        t0, t1, fmin, fmax, width, height = _validate.view(t0, t1, fmin, fmax, width, height, info.sample_rate,
-                                                           info.duration, o.max_width, o.max_height)
-        if method is None:
-            method = "stft" if (t1 - t0) > o.stft_above_seconds else "cwt"
-        elif method not in ("cwt", "stft"):
-            raise ParameterError(f"method={method!r} must be 'cwt', 'stft' or None (automatic)")
-        if not isinstance(magnitude, (bool, np.bool_)):
-            raise ParameterError(f"magnitude={magnitude!r} must be True or False")
-        pyramid = self._pyramid_for(method, t1 - t0)
-        if pyramid is None:
-            from .render import check_cost
-
-            check_cost(method, info.sample_rate, t0, t1, fmin, self.settings, o.max_request_bytes)
-        params = dict(t0=t0, t1=t1, fmin=fmin, fmax=fmax, width=width, height=height, method=method,
-                      settings=self.settings, amp_reference=self.amp_reference, magnitude=bool(magnitude),
-                      pyramid=None if pyramid is None else self._files["open"].pyramid_block.desc())
+        params = _requests.viewport(self._files["open"], self.settings, self.options, self.amp_reference,
+                                    t0, t1, fmin, fmax, width, height, magnitude, method)
         return self._submit("viewport", params, lambda rid, payload, t: ViewportResult(rid, payload, params, t),
                             on_result)
 
@@ -242,12 +219,9 @@ class Engine:
         QueueFull.
         """
         self._check_open()
-        pts = _validate.trace(trace, self._info.sample_rate, self._info.duration)
-        from .render import check_snap_cost
-
-        check_snap_cost(pts, self._info.sample_rate, self.settings, self.options.max_request_bytes)
-        params = dict(trace=pts, settings=self.settings)
-        return self._submit("snap", params, lambda rid, payload, t: SnapResult(rid, payload, pts, t), on_result)
+        params = _requests.snap(self._files["open"], self.settings, self.options, trace)
+        return self._submit("snap", params, lambda rid, payload, t: SnapResult(rid, payload, params["trace"], t),
+                            on_result)
 
     def mix(self):
         """The open file's resynthesis mix (:class:`soma_shm.ipc.mix.MixBlock`: float32, zeros at
@@ -288,20 +262,11 @@ class Engine:
 
     def worker_pids(self, role: Role | None = None) -> list[int]:
         """Live worker process ids (of one role, or all)."""
-        st = self._sup.stats()
-        return [pid for name in ((role,) if role else self._sup.roles) for pid in st[name]["workers"]]
+        return self._sup.worker_pids(role)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Block until every role has its ready workers (useful before measuring latency)."""
-        deadline, wanted = time.monotonic() + timeout, 2 if self.options.spares else 1
-        roles = self._sup.roles
-        # an on-demand role that never had a request has no workers to wait for
-        while not all(s["ready"] >= wanted for name, s in self._sup.stats().items()
-                      if not (roles[name].on_demand and not s["workers"])):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return self._sup.wait_ready(timeout)
 
     def close(self) -> None:
         """Cancel everything, stop the workers, unlink every shared block. Safe to call twice."""
@@ -327,17 +292,7 @@ class Engine:
                 task: str | None = None) -> RequestHandle:
         """Hand a request for ``role`` to the supervisor; ``task`` overrides the role's task
         (``"module:function"``, e.g. the test tasks of ``tests/worker_tasks.py``)."""
-        from .ipc.supervisor import Request
-
         self._check_alive()
-        rid = self._sup.new_id()
-        handle = RequestHandle(self._sup, role, rid)
-        if on_result is not None:
-            handle.add_done_callback(on_result_callback(on_result))
         opened = self._files.get("open")
-        build = None if make_result is None else (lambda payload, timings: make_result(rid, payload, timings))
-        req = Request(rid, role, task or self._sup.roles[role].task, params, handle, build,
-                      None if opened is None else opened.audio_block.desc())
-        self._sup.submit(req)
-        log.debug("submit role=%s request=%d task=%s", role, rid, req.task)
-        return handle
+        return self._sup.request(role, params, make_result, on_result,
+                                 None if opened is None else opened.audio_block.desc(), task)

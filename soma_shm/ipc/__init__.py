@@ -8,7 +8,11 @@
 - ``mix``        : the open file's resynthesis mix block (written by the synth worker).
 - ``protocol``   : the messages (frozen dataclasses) and the table of roles, ``ROLES``: adding a
                    role is one entry there plus its task function (see its docstring).
-- ``supervisor`` : the one thread that owns workers, queues, slots and deadlines.
+- ``supervisor`` : the one thread that owns workers, queues, slots and deadlines; the inbox,
+                   the pending table and the snapshot callers read.
+- ``roles``      : one role's queue, slots and workers, and what the supervisor does to them
+                   (policy, dispatch, answers, timers, reaping).
+- ``workers``    : one worker process as the supervisor sees it (start, signals, pipe).
 - ``launch``     : starting workers that never import the caller's ``__main__``; process state.
 - ``worker``     : the worker process main loop and the ``Job`` a task function receives.
 - ``tasks``      : the task functions of the roles (viewport, snap, synth) and the kernels' warm-up.
