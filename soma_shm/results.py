@@ -3,7 +3,7 @@
 Results own their arrays: the supervisor copies a worker's output out of its shared slot the
 moment it is delivered (a 1600 x 600 image is 1 MB, a fraction of a millisecond) and frees the
 slot, so an array taken from a result never changes, however many requests follow
-(``docs/design.md``, "Results"). They are read-only.
+(``docs/design.md``, "Slots and results"). They are read-only.
 """
 
 from __future__ import annotations

@@ -246,6 +246,34 @@ def test_worker_errors_arrive_as_themselves_with_the_remote_traceback(tone):
         assert "worker_tasks.py" in str(cause.__cause__) and "in fail" in ei.value.remote_traceback
 
 
+def test_soma_errors_raised_in_a_worker_arrive_as_themselves(tone):
+    """A ParameterError raised by the snap task (more points than a slot holds) reaches the
+    caller as a ParameterError, caused by the worker's traceback."""
+    x, fs = tone
+    with soma_shm.Engine(spares=False, max_snap_points=10) as eng:
+        eng.open(x, sample_rate=fs)
+        with pytest.raises(soma_shm.ParameterError, match=r"101 points but a snap slot holds 10") as ei:
+            eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60)
+        assert type(ei.value) is soma_shm.ParameterError
+        cause = ei.value.__cause__
+        assert type(cause).__name__ == "RemoteTraceback" and "ipc/tasks.py" in str(cause) and "in snap" in str(cause)
+        assert eng.stats()["snap"]["errors"] == 1 and eng.stats()["snap"]["crashes"] == 0
+        assert eng.submit_snap([(1.0, 440.0), (1.05, 440.0)]).result(timeout=60).points.shape == (6, 3)
+
+
+def test_a_worker_exception_that_cannot_be_unpickled_arrives_as_text_with_its_traceback(tone):
+    x, fs = tone
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        with pytest.raises(soma_shm.WorkerError,
+                           match=r"_Unpicklable: a task's own error: it does not survive pickling") as ei:
+            wt.submit(eng, "snap", "fail_unpicklable").result(timeout=60)
+        assert isinstance(ei.value.__cause__, RuntimeError)
+        assert "in fail_unpicklable" in ei.value.remote_traceback
+        assert eng.stats()["snap"]["crashes"] == 0  # the worker survived and serves the next request
+        assert eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60).points.shape == (101, 3)
+
+
 # ------------------------------------------------------------------------------- cost bound
 def test_a_request_costing_too_much_memory_is_refused_before_it_starts(tone):
     x, fs = tone
@@ -305,6 +333,28 @@ def test_an_engine_dropped_without_close_leaves_nothing(tone):
     _wait(lambda: not list_segments(run_prefix()), what="the dropped engine's segments to go")
     assert {p.pid for p in worker_processes()} <= procs
     _wait(lambda: _fds() <= fds, 10, f"file descriptors back to {fds} (now {_fds()})")
+
+
+_UNCLOSED = """
+import numpy as np, soma_shm
+from soma_shm.ipc.shm import list_segments, run_prefix
+engine = soma_shm.Engine(spares=True)  # never closed: a global alive until the interpreter exits
+engine.open(np.sin(np.arange(48000) * 0.0576).astype(np.float32), sample_rate=48000)
+engine.submit_viewport(0.1, 0.9, 100, 5000, 40, 20).result(timeout=120)
+assert engine.wait_ready(120)
+print(run_prefix(), len(list_segments(run_prefix())), *engine.worker_pids())
+"""
+
+
+def test_an_engine_never_closed_is_closed_when_the_interpreter_exits():
+    out = subprocess.run([sys.executable, "-"], input=_UNCLOSED, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    prefix, segments, *pids = out.stdout.split()
+    assert int(segments) >= 2 and len(pids) == 4  # audio block and slot rings; two workers per role
+    _wait(lambda: all(_gone(int(p)) for p in pids), 30, "the workers of an engine left open at exit to go")
+    assert list_segments(prefix) == []
+    assert "leaked" not in out.stderr and "Traceback" not in out.stderr
 
 
 # --------------------------------------------------------------------- workers need soma_shm

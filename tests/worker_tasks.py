@@ -61,3 +61,14 @@ def ramp(job) -> dict:
     del out
     job.publish_samples(n)
     return {"compute_s": 0.0}
+
+
+class _Unpicklable(Exception):
+    """An exception whose pickle cannot be loaded (its constructor needs two arguments)."""
+
+    def __init__(self, what, why):
+        super().__init__(f"{what}: {why}")
+
+
+def fail_unpicklable(job) -> dict:
+    raise _Unpicklable("a task's own error", "it does not survive pickling")
