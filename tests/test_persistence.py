@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from soma_shm import ParameterError
-from soma_shm.app import persistence
+from soma_shm.app import persistence, somajson
 from soma_shm.app.document import SomaDocument, file_md5
 from soma_shm.app.persistence import (
     Autosaver,
@@ -394,3 +394,86 @@ def test_a_project_without_audio_is_still_readable_by_soma(tmp_path):
     assert (src["file_path"], src["sample_rate"], src["duration_sec"], src["md5_hash"]) == ("", 0, 0.0, "")
     back = read_project(tmp_path / "bare.soma").document
     assert (back.source_path, back.source_md5, back.source_sample_rate, back.source_duration) == (None, None, None, None)
+
+
+def _read_both(path: Path, monkeypatch) -> tuple:
+    """The project read with the points block (somajson) and the ordinary way (whole-file parse)."""
+    fast = read_project(path)
+    with monkeypatch.context() as m:
+        m.setattr(persistence, "parse_with_points", lambda raw: None)
+        plain = read_project(path)
+    return fast, plain
+
+
+def _same(a, b) -> None:
+    assert [p.id for p in a.partials] == [p.id for p in b.partials]
+    for p, q in zip(a.partials, b.partials):
+        assert (p.color, p.is_muted) == (q.color, q.is_muted)
+        np.testing.assert_array_equal(p.points, q.points)  # the same numbers, to the last bit
+        assert not p.points.flags.writeable
+
+
+@pytest.mark.skipif(not somajson.available(), reason="pysimdjson is not installed")
+def test_points_read_as_one_block_are_the_ordinary_parse_to_the_last_bit(tmp_path, monkeypatch):
+    """A project's points are read without a Python float per number: SOMA's layout (0-1
+    amplitudes, a partial with no points, colours without '#'), ours (full-precision floats,
+    an amplitude reference) and an earlier soma_shm one all read exactly as the ordinary parser
+    reads them, and loaded partials are read-only."""
+    audio = tone(tmp_path / "rain.wav")
+    soma = soma_app_project(audio)
+    soma["data"]["partials"].append({"id": "empty", "is_muted": False, "color": "#123456", "points": []})
+    soma["data"]["partials"][1]["points"].append([0.22, 8.8e2, 1e-3])
+    (tmp_path / "soma.soma").write_text(json.dumps(soma, indent=2))
+    assert somajson.parse_with_points((tmp_path / "soma.soma").read_bytes()) is not None  # the fast path applies
+    fast, plain = _read_both(tmp_path / "soma.soma", monkeypatch)
+    assert fast.amplitudes_need_reference and plain.amplitudes_need_reference
+    _same(fast.document, plain.document)
+    assert [p.id for p in fast.document.partials][-1] != "empty"  # no points: nothing to draw or play
+    assert fast.document.extra == plain.document.extra and fast.document.settings == plain.document.settings
+
+    doc = SomaDocument()
+    doc.set_recording(FS, 3.0, amp_reference=0.37)
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        t = np.sort(rng.uniform(0, 3, 25))
+        doc.add_partial(np.column_stack([t, rng.uniform(20, 20000, 25), rng.uniform(0, 0.5, 25)]))
+    doc.save(tmp_path / "ours.soma")
+    fast, plain = _read_both(tmp_path / "ours.soma", monkeypatch)
+    _same(fast.document, plain.document)
+    for p, q in zip(fast.document.partials, doc.partials):
+        np.testing.assert_allclose(p.points, q.points, rtol=1e-15)
+
+    old = {"meta": {"format": "soma"}, "source": {"path": str(audio), "md5": file_md5(audio)},
+           "data": {"partials": [{"id": "p3", "is_muted": True, "color": "#abc", "points": [[0.1, 440, 0.2], [0.2, 441, 0.3]]}]}}
+    (tmp_path / "old.soma").write_text(json.dumps(old))
+    fast, plain = _read_both(tmp_path / "old.soma", monkeypatch)
+    _same(fast.document, plain.document)
+    assert fast.document.partials[0].points[1].tolist() == [0.2, 441.0, 0.3]
+
+
+@pytest.mark.parametrize("points, message", [
+    ([[0.1, 440.0], [0.2, 441.0, 0.5, 0.5]], "points must be a list|points have shape"),  # rows of 2 and 4
+    ([[0.1, 440.0, 0.5], [[0.2, 441.0, 0.5]]], "points must be a list|points have shape"),  # one row nested deeper
+    ([[[0.1, 440.0, 0.5]]], "points have shape"),
+    ([0.1, 440.0, 0.5], "points have shape"),
+    ([[0.1, 440.0, -0.5]], "point 0 has amplitude -0.5"),
+    ([[0.1, 440.0, 0.5], [0.2, 0.0, 0.5]], "point 1 has frequency 0.0 Hz"),
+])
+def test_points_of_another_shape_are_refused_naming_the_partial(tmp_path, points, message):
+    data = {"data": {"partials": [{"id": "ok", "points": [[0.0, 300.0, 0.1], [0.1, 300.0, 0.1]]},
+                                  {"id": "bad", "points": points}]}}
+    (tmp_path / "bad.soma").write_text(json.dumps(data))
+    with pytest.raises(ParameterError, match=f"partial bad: ({message})"):
+        read_project(tmp_path / "bad.soma")
+
+
+def test_nan_points_and_a_points_key_elsewhere_read_as_before(tmp_path):
+    (tmp_path / "nan.soma").write_text('{"data": {"partials": [{"id": "n", "points": [[0.1, NaN, 0.5]]}]}}')
+    with pytest.raises(ParameterError, match="partial n: point 0 is not finite"):
+        read_project(tmp_path / "nan.soma")
+    # Another section with a "points" key is kept as it was and the partials read all the same.
+    data = {"extra_section": {"points": [[1, 2, 3]]}, "data": {"partials": [{"id": "a", "points": [[0.1, 300.0, 0.2]]}]}}
+    (tmp_path / "other.soma").write_text(json.dumps(data))
+    doc = read_project(tmp_path / "other.soma").document
+    assert doc.extra["extra_section"] == {"points": [[1, 2, 3]]}
+    assert doc.partials[0].points.tolist() == [[0.1, 300.0, 0.2]]

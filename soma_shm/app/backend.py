@@ -863,6 +863,11 @@ class AppBackend:
         folder or in ``search_dir`` (a :class:`~soma_shm.errors.ProjectAudioMissing` names the
         places looked at otherwise). Nothing changes until the project and its audio are read:
         a failure leaves the document, the open file and the engine's settings as they were.
+
+        Returns ``{document, opening, relinked, source_matches}``: the document's state (the
+        page draws it from the ``document`` event, or from ``opened`` when its audio is being
+        opened: ``opening`` is then that file), where moved audio was found, and whether the
+        open file's MD5 matched the project's (None when unknown).
         """
         path = _path_param("path", path, "a .soma project")
         if search_dir is not None:

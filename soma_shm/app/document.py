@@ -199,13 +199,15 @@ class SomaDocument:
     def scale_amplitudes(self, factor: float) -> None:
         """Multiply every amplitude by ``factor`` (not an edit: used once when a project whose
         amplitudes are normalised meets its recording's level)."""
-        out = []
-        for p in self.partials:
-            pts = p.points.copy()
-            pts[:, 2] *= factor
-            pts.flags.writeable = False
-            out.append(replace(p, points=pts))
-        self.partials = tuple(out)
+        parts = self.partials
+        if not parts:
+            return
+        block = np.concatenate([p.points for p in parts])  # one pass over all points, then views
+        block[:, 2] *= factor
+        block.flags.writeable = False
+        stops = np.cumsum([p.points.shape[0] for p in parts]).tolist()
+        self.partials = tuple(Partial(p.id, block[a:b], p.color, p.is_muted)
+                              for p, a, b in zip(parts, [0] + stops[:-1], stops))
 
     def set_settings(self, settings: AnalysisSettings) -> None:
         if not isinstance(settings, AnalysisSettings):

@@ -31,6 +31,10 @@ to the largest partial amplitude if one is louder, so every written value lies i
 reading, the values are multiplied by the stored ``R``; a file without it (one SOMA wrote) gets
 the reference level of its recording once that is open (:meth:`ProjectFile.amplitudes_need_reference`).
 
+Reading: a project's points are read into one float64 array (``somajson.py``) and its partials
+are views of it, checked all at once; a file of another layout is parsed whole and checked
+partial by partial, with the same errors.
+
 Projects written by earlier soma_shm versions (``meta.format == "soma"``, ``source.path``,
 wavelet settings in ``spectrogram``, calibrated amplitudes) are read too.
 
@@ -59,6 +63,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ParameterError, ProjectAudioMissing
+from .somajson import PointsBlock, parse_with_points
 
 try:  # optional: a faster parser for large projects (the standard one is the fallback)
     import orjson as _orjson
@@ -356,10 +361,13 @@ def _settings_from(analysis: Any) -> tuple[Any, dict]:
         raise ParameterError(f"analysis_settings in the project: {exc}") from None
 
 
-def project_from_dict(data: Any, project_path: str | os.PathLike | None = None) -> ProjectFile:
+def project_from_dict(data: Any, project_path: str | os.PathLike | None = None,
+                      points: PointsBlock | None = None) -> ProjectFile:
     """Read the ``.soma`` structure (SOMA's layout or an earlier soma_shm one).
 
-    Relative source paths are resolved against the project's folder. Raises
+    Relative source paths are resolved against the project's folder. ``points`` (from
+    :func:`~soma_shm.app.somajson.parse_with_points`) holds every partial's points when they are
+    not in ``data``: the partials are then views of its one array, checked all at once. Raises
     :class:`~soma_shm.ParameterError` naming what is wrong.
     """
     from .document import PALETTE, Partial, SomaDocument, _color, _points
@@ -414,7 +422,9 @@ def project_from_dict(data: Any, project_path: str | os.PathLike | None = None) 
     if not isinstance(raw, list):
         raise ParameterError(".soma field 'data.partials' must be a list")
     scale = 1.0 if old or ref is None else ref
-    partials, seen = [], set()
+    if points is not None and len(points.counts) != len(raw):
+        raise ParameterError(f"{len(points.counts)} point arrays for {len(raw)} partials")
+    partials, seen, kept = [], set(), []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise ParameterError(f"partial #{i} must be an object with id, is_muted, color, points")
@@ -428,17 +438,23 @@ def project_from_dict(data: Any, project_path: str | os.PathLike | None = None) 
         color = item.get("color", PALETTE[i % len(PALETTE)])
         if isinstance(color, str) and len(color) in (3, 6) and not color.startswith("#"):
             color = "#" + color
+        if points is not None:
+            if points.counts[i] == 0:
+                continue  # SOMA can keep a partial with no points: nothing to draw or play
+            partials.append((pid, _color(color, f"partial {pid}"), muted))
+            kept.append(i)
+            continue
         if isinstance(item.get("points"), list) and not item["points"]:
-            continue  # SOMA can keep a partial with no points: nothing to draw or play
+            continue
         pts = _points(item.get("points"), f"partial {pid}")
-        if (pts[:, 2] < 0).any():
-            bad = int(np.flatnonzero(pts[:, 2] < 0)[0])
-            raise ParameterError(f"partial {pid}: point {bad} has amplitude {pts[bad, 2]}; amplitudes are >= 0")
+        _check_amplitudes(pts, pid)
         if scale != 1.0:
             pts = pts.copy()
             pts[:, 2] *= scale
             pts.flags.writeable = False
         partials.append(Partial(pid, pts, _color(color, f"partial {pid}"), muted))
+    if points is not None:
+        partials = _partials_from_block(partials, points, kept, scale)
     doc.partials = tuple(partials)
     nums = [int(p.id[1:]) for p in partials if p.id[:1] == "p" and p.id[1:].isdigit()]
     doc._next_id = max(nums, default=0) + 1
@@ -446,10 +462,51 @@ def project_from_dict(data: Any, project_path: str | os.PathLike | None = None) 
     return ProjectFile(doc, None if old else ref, old)
 
 
-def _parse_json(raw: bytes) -> Any:
+def _check_amplitudes(pts: np.ndarray, pid: str) -> None:
+    if (pts[:, 2] < 0).any():
+        bad = int(np.flatnonzero(pts[:, 2] < 0)[0])
+        raise ParameterError(f"partial {pid}: point {bad} has amplitude {pts[bad, 2]}; amplitudes are >= 0")
+
+
+def _partials_from_block(meta: list, points: PointsBlock, kept: list, scale: float) -> list:
+    """Partials ``(id, colour, muted)`` whose points are rows of ``points`` (views of one array):
+    the rows are checked as :func:`~soma_shm.app.document._points` and :func:`_check_amplitudes`
+    check each partial's, all at once, and the first bad one is named the same way."""
+    from .document import Partial, _points
+
+    rows = points.rows
+    starts, counts = points.starts, points.counts
+    if rows.shape[0] and not (np.isfinite(rows).all() and rows[:, 1].min() > 0 and rows[:, 2].min() >= 0):
+        bad = ~np.isfinite(rows).all(axis=1) | ~(rows[:, 1] > 0) | (rows[:, 2] < 0)
+        first = int(np.flatnonzero(bad)[0])
+        i = int(np.searchsorted(starts, first, side="right") - 1)
+        j = kept.index(i) if i in kept else None
+        if j is not None:  # raises naming the partial and the point
+            pid = meta[j][0]
+            pts = _points(rows[starts[i]:starts[i] + counts[i]], f"partial {pid}")
+            _check_amplitudes(pts, pid)
+    if scale != 1.0:
+        rows = rows.copy()
+        rows[:, 2] *= scale
+    rows.flags.writeable = False
+    starts, stops = starts.tolist(), (starts + counts).tolist()
+    return [Partial(pid, rows[starts[i]:stops[i]], color, muted) for (pid, color, muted), i in zip(meta, kept)]
+
+
+def _parse_json(raw: bytes, points: bool = False) -> Any:
     """JSON from bytes: orjson where installed (a 10,000-partial project is tens of MB of numbers,
     and parsing dominates opening it), else, or for what orjson refuses (NaN literals, bad
-    UTF-8), the standard parser, whose errors say where the text is wrong."""
+    UTF-8), the standard parser, whose errors say where the text is wrong.
+
+    ``points=True`` (a whole ``.soma`` file): ``(data, block)``, where ``block`` is a
+    :class:`~soma_shm.app.somajson.PointsBlock` of every partial's points, read without a Python
+    object per number, when the file has the usual layout (their ``points`` are then left out
+    of ``data``), else None and ``data`` is the whole file."""
+    if points:
+        fast = parse_with_points(raw)
+        if fast is not None:
+            return fast
+        return _parse_json(raw), None
     if _orjson is not None:
         try:
             return _orjson.loads(raw)
@@ -478,7 +535,12 @@ def read_project(path: str | os.PathLike) -> ProjectFile:
     except OSError as exc:
         raise ParameterError(f"cannot read {str(p)!r}: {_reason(exc)}") from None
     try:
-        data = _parse_json(raw)
+        data, block = _parse_json(raw, points=True)
+        if block is not None:
+            try:
+                return project_from_dict(data, project_path=p, points=block)
+            except ParameterError:  # read again the ordinary way: the same error, found in file order
+                data, block = _parse_json(raw), None
     except UnicodeDecodeError:
         raise ParameterError(f"{str(p)!r} is not a .soma project (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:

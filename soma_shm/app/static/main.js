@@ -149,7 +149,7 @@ function paintPartials() {
   }
   const now = performance.now();
   metrics.longestPartialsMs = Math.max(metrics.longestPartialsMs, now - started);
-  for (const e of app.unshown) metrics.edits.push({ ...e, drawnAt: now });
+  for (const e of app.unshown) metrics.edits.push({ ...e, drawnAt: now, drawMs: now - started });
   if (metrics.edits.length > 200) metrics.edits.splice(0, metrics.edits.length - 200);
   app.unshown = [];
   layer.dataset.partials = String(app.store.size);
@@ -352,13 +352,16 @@ async function setDocument(doc) {
     if (seq === app.snapshotSeq) { queued = app.queuedEdits || []; app.queuedEdits = null; }
   }
   if (seq !== app.snapshotSeq) return; // a newer snapshot arrived meanwhile
+  const fetchedAt = performance.now();
   app.doc = doc;
   app.store.setSnapshot(doc.partials, block);
   for (const id of [...app.selected]) if (!app.store.get(id)) app.selected.delete(id);
   setHistory(doc);
   setSettings(doc.settings);
-  app.unshown.push({ label: 'snapshot', at: receivedAt, partials: app.store.size });
-  metrics.snapshots.push({ at: receivedAt, partials: app.store.size });
+  // Stages of a whole document on the page (ms, page clock): event, points fetched, store built.
+  const stages = { at: receivedAt, fetchedAt, storedAt: performance.now(), partials: app.store.size };
+  app.unshown.push({ label: 'snapshot', ...stages });
+  metrics.snapshots.push(stages);
   renderList();
   invalidatePartials();
   for (const ev of queued) applyEdit(ev);

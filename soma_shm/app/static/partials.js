@@ -15,6 +15,10 @@ function makePartial(id, color, isMuted, t, f, a) {
     const v = f[i]; if (v < fmin) fmin = v; if (v > fmax) fmax = v;
     lf[i] = Math.log(v); lsum += lf[i];
   }
+  return withStats(id, color, isMuted, t, f, a, lf, fmin, fmax, lsum);
+}
+
+function withStats(id, color, isMuted, t, f, a, lf, fmin, fmax, lsum) {
   const n = t.length;
   return { id, color, is_muted: isMuted, n, t, f, a, lf, t0: t[0], t1: t[n - 1], fmin, fmax,
            dt: n > 1 ? (t[n - 1] - t[0]) / (n - 1) : 0, fmean: Math.exp(lsum / Math.max(1, n)) };
@@ -35,13 +39,21 @@ export class PartialStore {
   get(id) { return this.byId.get(id); }
 
   // A whole document: the partials' metadata plus one float32 block of all their points.
+  // One pass over the block: each partial's arrays and its statistics together.
   setSnapshot(meta, block) {
     this.byId.clear();
     let k = 0;
     for (const m of meta) {
-      const t = new Float64Array(m.n), f = new Float64Array(m.n), a = new Float32Array(m.n);
-      for (let i = 0; i < m.n; i++, k += 3) { t[i] = block[k]; f[i] = block[k + 1]; a[i] = block[k + 2]; }
-      this.byId.set(m.id, makePartial(m.id, m.color, m.is_muted, t, f, a));
+      const n = m.n, t = new Float64Array(n), f = new Float64Array(n), a = new Float32Array(n), lf = new Float32Array(n);
+      let fmin = Infinity, fmax = 0, lsum = 0;
+      for (let i = 0; i < n; i++, k += 3) {
+        const v = block[k + 1];
+        t[i] = block[k]; f[i] = v; a[i] = block[k + 2];
+        if (v < fmin) fmin = v;
+        if (v > fmax) fmax = v;
+        lf[i] = Math.log(v); lsum += lf[i];
+      }
+      this.byId.set(m.id, withStats(m.id, m.color, m.is_muted, t, f, a, lf, fmin, fmax, lsum));
     }
     this.sorted = [...this.byId.values()].sort((p, q) => (before(p, q) ? -1 : before(q, p) ? 1 : 0));
     this.maxSpan = this.sorted.reduce((s, p) => Math.max(s, p.t1 - p.t0), 0);
