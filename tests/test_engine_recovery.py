@@ -126,6 +126,63 @@ def test_close_with_stopped_workers_kills_them(tone):
     assert all(_gone(pid) for pid in pids)
 
 
+def test_a_worker_whose_pipe_closed_is_waited_for_on_its_sentinel_only(tone, monkeypatch):
+    """Between a worker closing its pipe and its process being reaped, the closed pipe reads as
+    ready for ever: waiting on it would keep the supervisor's thread spinning (and holding the
+    caller's GIL) until the sentinel fires."""
+    import multiprocessing.connection as mpc
+
+    x, fs = tone
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        handle = wt.submit(eng, "snap", "close_pipe_and_sleep", seconds=60.0)
+        busy = _busy(eng, "snap")
+        waits, real_wait = [], mpc.wait
+
+        def counting_wait(objects, timeout=None):
+            if threading.current_thread() is eng._sup._thread:
+                waits.append(timeout)
+            return real_wait(objects, timeout)
+
+        monkeypatch.setattr(mpc, "wait", counting_wait)
+        time.sleep(1.0)
+        monkeypatch.setattr(mpc, "wait", real_wait)
+        assert len(waits) < 50, f"the supervisor woke {len(waits)} times in a second with nothing to do"
+        assert busy in eng.worker_pids("snap") and not handle.done()  # still there, still computing
+        assert handle.cancel()
+        _wait(lambda: _gone(busy) and busy not in eng.worker_pids(), what="the worker to be reaped")
+        assert eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60).points.shape == (101, 3)
+
+
+def test_results_are_delivered_while_a_worker_starts(tone, monkeypatch):
+    """Starting a worker waits for the new process; the supervisor does not: a slow start of a
+    snap worker holds up neither a viewport result nor the snap request that waits for it."""
+    from soma_shm.ipc import workers
+
+    x, fs = tone
+    with soma_shm.Engine(spares=True) as eng:
+        eng.open(x, sample_rate=fs)
+        assert eng.wait_ready(60)
+        real_start, started, release = workers.Worker.start, threading.Event(), threading.Event()
+
+        def slow_start(role, ctx, options):
+            started.set()
+            assert release.wait(60)  # as if the fork took this long
+            return real_start(role, ctx, options)
+
+        monkeypatch.setattr(workers.Worker, "start", staticmethod(slow_start))
+        victim = eng.stats()["snap"]["idle_pids"][0]
+        os.kill(victim, signal.SIGKILL)
+        assert started.wait(60)  # the replacement's start is under way
+        try:
+            assert eng.submit_viewport(*VIEW).result(timeout=60).image.shape == (32, 64)
+            assert eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60).points.shape == (101, 3)
+            assert len(eng.worker_pids("snap")) == 1  # the spare served it; the new one is not there yet
+        finally:
+            release.set()
+        _wait(lambda: eng.stats()["snap"]["ready"] == 2, 60, "the replacement snap worker")
+
+
 # ------------------------------------------------------------------------------ lock order
 def test_the_engine_answers_while_a_callback_waits_for_the_callers_lock(tone):
     """The app's deadlock, made deterministic: a thread holds its own lock and calls the engine

@@ -5,10 +5,10 @@ caller touches it. It applies its role's policy (:class:`soma_shm.ipc.protocol.R
 requests the supervisor accepts, gives the first waiting one to an idle worker (after checking
 that the worker still runs), reads the workers' answers, and accounts for workers that die: a
 request its worker never acknowledged goes to the next worker, one it was computing fails with
-WorkerCrashed. It reports what ends a request to its *ledger* (the supervisor): ``forget(req)``
-drops it from the pending table, ``fail(req, exc)`` and ``resolve(req, value)`` queue the future's
-outcome, which the supervisor sets after its step with no lock held; ``ledger.closing`` says the
-engine is closing.
+WorkerCrashed. It reports to its *ledger* (the supervisor): ``forget(req)`` drops a request from
+the pending table, ``fail(req, exc)`` and ``resolve(req, value)`` queue the future's outcome,
+which the supervisor sets after its step with no lock held; ``launch(role)`` asks for a new worker,
+which arrives later (:meth:`RoleState.arrived`); ``ledger.closing`` says the engine is closing.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ class Request:
 class RoleState:
     """The queue, the computing request, the slots, the workers and the counters of one role."""
 
-    def __init__(self, role: Role, options, ctx, ledger):
+    def __init__(self, role: Role, options, ledger):
         self.role, self.name = role, role.name
-        self.options, self._ctx, self._ledger = options, ctx, ledger
+        self.options, self._ledger = options, ledger
         n = role.slots(options)
         self.ring: SlotRing | None = SlotRing.create(role.name, n, role.capacity(options)) if n else None
         self.slot_owner: list[Request | None] = [None] * n
@@ -79,6 +79,7 @@ class RoleState:
         self.current: Request | None = None
         self.workers: list[Worker] = []
         self.started = 0
+        self.starting = 0  # workers asked for that have not arrived yet
         self.startup_failures = 0
         self.stats: dict[str, Any] = dict.fromkeys(
             ("requests", "done", "errors", "cancels", "respawns", "timeouts", "crashes", "dropped", "retries",
@@ -297,11 +298,21 @@ class RoleState:
         if self.role.on_demand and self.started == 0 and not self.queue and self.current is None:
             return  # started by its first request
         wanted = 2 if self.options.spares else 1
-        while len(self.workers) < wanted:  # a dying worker still counts: never more than `wanted`
-            self.start_worker()
+        # A dying worker and one on its way still count: never more than `wanted` processes.
+        while len(self.workers) + self.starting < wanted:
+            self.starting += 1
+            self._ledger.launch(self.name)
 
-    def start_worker(self) -> None:
-        w = Worker.start(self.name, self._ctx, self.options)
+    def arrived(self, w: Worker | BaseException | None) -> None:
+        """A worker asked for by :meth:`ensure_workers` has started (an exception: its start
+        raised; None: the engine was closing and it was not started)."""
+        self.starting -= 1
+        if w is None:
+            return
+        if isinstance(w, BaseException):
+            self.startup_failures += 1
+            log.warning("start role=%s failed: %s: %s", self.name, type(w).__name__, w)
+            return
         self.workers.append(w)
         self.started += 1
         respawn = self.started > (2 if self.options.spares else 1)

@@ -24,6 +24,7 @@ import logging
 import math
 import multiprocessing.connection
 import os
+import queue
 import signal
 import threading
 import time
@@ -35,12 +36,21 @@ from ..errors import EngineClosed, RequestCancelled
 from . import launch
 from .protocol import ROLES, Role
 from .roles import MAX_STARTUP_FAILURES, Request, RoleState, settle
+from .workers import Worker
 
 __all__ = ["Supervisor", "Request", "MAX_STARTUP_FAILURES"]
 
 log = logging.getLogger("soma_shm.engine")
 
 LIVENESS_S = 0.2  # how often every worker's process state is read
+
+
+class _Arrival:
+    """A worker the launcher thread started, for the inbox: the exception its start raised
+    instead, or None if the engine was closing and it was not started."""
+
+    def __init__(self, role: str, worker: Worker | BaseException | None):
+        self.role, self.worker = role, worker
 
 
 class Supervisor:
@@ -59,7 +69,7 @@ class Supervisor:
         self._roles: dict[str, RoleState] = {}
         try:
             for name, role in roles.items():
-                self._roles[name] = RoleState(role, options, ctx, self)
+                self._roles[name] = RoleState(role, options, self)
         except BaseException:
             self._unlink_rings()
             raise
@@ -75,6 +85,12 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._publish()
+        # Starting a worker waits for the new process (the forkserver's fork: milliseconds, more on
+        # a busy machine); a thread of its own does it, so the supervisor keeps delivering results
+        # and dispatching meanwhile. It hands each new worker over through the inbox.
+        self._launches: queue.SimpleQueue = queue.SimpleQueue()
+        self._launcher = threading.Thread(target=self._launch_loop, name="soma-shm-launcher", daemon=True)
+        self._launcher.start()
         self._thread = threading.Thread(target=self._run, name="soma-shm-supervisor", daemon=True)
         self._thread.start()
         self._wake()  # start the workers
@@ -165,6 +181,22 @@ class Supervisor:
             except OSError:  # full: a wake-up is pending anyway
                 pass
 
+    # ---------------------------------------------------------------- the launcher thread
+    def _launch_loop(self) -> None:
+        while True:
+            role = self._launches.get()
+            if role is None:
+                return
+            got: Worker | BaseException | None = None
+            if not self._closing:
+                try:
+                    got = Worker.start(role, self._ctx, self.options)
+                except Exception as exc:
+                    got = exc
+            with self._lock:
+                self._inbox.append(_Arrival(role, got))
+            self._wake()
+
     # ---------------------------------------------------------------- the supervisor thread
     def _run(self) -> None:
         try:
@@ -172,7 +204,7 @@ class Supervisor:
                 objs: list[Any] = [self._wake_r]
                 for r in self._roles.values():
                     for w in r.workers:
-                        objs += [w.conn, w.proc.sentinel]
+                        objs += w.waitables()
                 timeout = max(0.0, self._next_timer() - time.perf_counter())
                 ready = set(multiprocessing.connection.wait(objs, None if timeout == math.inf else timeout))
                 if self._wake_r in ready:
@@ -192,6 +224,13 @@ class Supervisor:
             with self._lock:
                 self._closing = True  # nothing new is taken; whatever still waits is told
             self.cancel(why="the engine's supervisor stopped")
+            self._launches.put(None)
+            self._launcher.join(10.0)
+            with self._lock:
+                arrived, self._inbox = [a for a in self._inbox if isinstance(a, _Arrival)], deque()
+            for a in arrived:
+                if isinstance(a.worker, Worker):
+                    self._roles[a.role].workers.append(a.worker)
             for r in self._roles.values():
                 for w in list(r.workers):
                     launch.signal_pid(w.pid, signal.SIGKILL)
@@ -208,8 +247,11 @@ class Supervisor:
             with self._lock:
                 if not self._inbox:
                     break
-                req = self._inbox.popleft()
-            self._roles[req.role].accept(req)
+                item = self._inbox.popleft()
+            if isinstance(item, _Arrival):
+                self._roles[item.role].arrived(item.worker)
+            else:
+                self._roles[item.role].accept(item)
         for r in self._roles.values():
             for w in list(r.workers):
                 if w.conn in ready:
@@ -229,7 +271,7 @@ class Supervisor:
         if self._closing:
             for r in self._roles.values():
                 r.wind_down()
-            return not any(r.workers for r in self._roles.values())
+            return not any(r.workers or r.starting for r in self._roles.values())
         for r in self._roles.values():
             r.ensure_workers()
             r.dispatch()
@@ -253,6 +295,10 @@ class Supervisor:
         """Forget ``req`` and fail its future with ``exc`` after this step."""
         self.forget(req)
         self._out.append((req.future, None, exc))
+
+    def launch(self, role: str) -> None:
+        """Start a worker of ``role`` on the launcher thread (it arrives through the inbox)."""
+        self._launches.put(role)
 
     def resolve(self, req: Request, value: Any = None, exc: BaseException | None = None) -> None:
         """Set ``req``'s future to ``value`` (or ``exc``) after this step."""

@@ -41,6 +41,9 @@ class Worker:
         self.kill_reason = ""  # set when killed for being stopped or unresponsive: a crash
         self.dying_request: Any = None  # its slot stays leased until the process is gone
         self.stopped_since: float | None = None
+        # The worker's end of the pipe is closed (it exited, or is exiting): the pipe reads as
+        # ready for ever, so only the sentinel is waited on until the process is reaped.
+        self.pipe_closed = False
 
     @classmethod
     def start(cls, role: str, ctx, options) -> "Worker":
@@ -125,8 +128,13 @@ class Worker:
                     return
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
+                self.pipe_closed = True
                 return
             yield data
+
+    def waitables(self) -> list:
+        """What the supervisor waits on for this worker: its sentinel, and its pipe while open."""
+        return [self.proc.sentinel] if self.pipe_closed else [self.conn, self.proc.sentinel]
 
     def close(self) -> int | None:
         """Join the (dead or dying) process, close its pipe; its exit code."""
