@@ -15,7 +15,10 @@ Per design and file length (16-bit WAV files of 60 s and 1 h at 48 kHz; the engi
 straight into shared memory, the other designs read it into an array as the seed app did):
 submit -> result latency (median of
 ``--repeats``), the engine's overhead (latency minus kernel time), bytes through pipes per
-request, the caller's main-thread stall (gaps of a 1 ms ticker thread: p99 and max), zoom-storm
+request, the caller's main-thread stall (gaps of a 1 ms ticker thread: p99 and max; beside it the
+same ticker in a separate process, the machine's own scheduling delay; for the engine, how long
+its supervisor thread works per wake-up (wall and CPU time), how long the locks callers take are held, how long
+worker starts take), zoom-storm
 latency (20 viewport requests 50 ms apart: last request -> its result), peak RSS of the caller
 and peak unique memory (USS) of its worker processes. Then the respawn latency per start method
 (strict mode: terminate -> replacement ready; with a spare: cancel -> replacement computing), and
@@ -31,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -176,13 +180,38 @@ DESIGNS = {"engine": EngineDesign, "seed": SeedDesign, "thread": ThreadDesign}
 
 
 # ------------------------------------------------------------------------------ measuring
+_REF_TICKER = """
+import json, select, sys, time
+print("ready", flush=True)
+gaps, last = [], time.perf_counter()
+while not select.select([sys.stdin], [], [], 0)[0]:
+    time.sleep(0.001)
+    now = time.perf_counter()
+    gaps.append(now - last - 0.001)
+    last = now
+print(json.dumps(gaps))
+"""
+
+
 class Ticker:
-    """A thread that sleeps 1 ms in a loop and records how late it wakes (the caller's stall)."""
+    """A thread that sleeps 1 ms in a loop and records how late it wakes (the caller's stall).
+
+    Beside it, over the same interval, the same loop runs in a separate process (``ref_gaps``):
+    how late the machine's scheduler alone wakes a thread that shares no interpreter with the
+    design. On a loaded machine that is the floor no design can go below; the caller's stall
+    above it is what the design itself costs (the GIL held by its threads).
+    """
 
     def __init__(self):
+        import subprocess
+
         self.gaps = []
+        self.ref_gaps = []
         self._stop = threading.Event()
         self._th = threading.Thread(target=self._run, daemon=True)
+        self._ref = subprocess.Popen([sys.executable, "-c", _REF_TICKER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        self._ref.stdout.readline()  # ticking
 
     def _run(self):
         last = time.perf_counter()
@@ -199,6 +228,100 @@ class Ticker:
     def __exit__(self, *exc):
         self._stop.set()
         self._th.join()
+        out, _ = self._ref.communicate("stop\n", timeout=60)
+        self.ref_gaps = json.loads(out)
+
+    def figures(self, prefix: str = "stall") -> dict:
+        """p99 and max of the caller's gaps and of the reference's, in ms."""
+        out = {}
+        for name, gaps in ((prefix, self.gaps), (f"{prefix}_ref", self.ref_gaps)):
+            g = np.array(gaps) * 1000
+            out[f"{name}_p99_ms"] = float(np.percentile(g, 99)) if len(g) else float("nan")
+            out[f"{name}_max_ms"] = float(g.max()) if len(g) else float("nan")
+        return out
+
+
+class _TimedLock:
+    """A lock that records how long each holder kept it."""
+
+    def __init__(self, holds: list):
+        self._lock, self._holds = threading.Lock(), holds
+
+    def __enter__(self):
+        self._lock.acquire()
+        self._t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self._holds.append(time.perf_counter() - self._t)
+        self._lock.release()
+
+
+class SupervisorProbe:
+    """Engine only: where the caller's stall could come from inside the caller's process.
+
+    Records, while active, how long the supervisor thread works per wake-up (from the return of
+    its wait to its next wait: the only stretches in which it holds the GIL), how long each of
+    the two locks callers take (inbox, snapshot) is held, and how long starting a worker takes
+    (``Worker.start``, on the supervisor's launcher thread: the supervisor goes on meanwhile).
+    """
+
+    def __init__(self, engine):
+        import multiprocessing.connection as mpc
+
+        from soma_shm.ipc import workers
+
+        self.busy, self.busy_cpu, self.lock_holds, self.starts = [], [], [], []
+        self.active = False
+        sup = engine._sup
+        sup._lock, sup._snap_lock = _TimedLock(self.lock_holds), _TimedLock(self.lock_holds)
+        wait, start = mpc.wait, workers.Worker.start
+        probe, woke = self, [None, 0.0]
+
+        def timed_wait(objects, timeout=None):
+            mine = threading.current_thread() is sup._thread
+            if mine and probe.active and woke[0] is not None:
+                probe.busy.append(time.perf_counter() - woke[0])
+                probe.busy_cpu.append(time.thread_time() - woke[1])
+            try:
+                return wait(objects, timeout)
+            finally:
+                if mine:
+                    woke[0], woke[1] = time.perf_counter(), time.thread_time()
+
+        def timed_start(role, ctx, options):
+            t = time.perf_counter()
+            try:
+                return start(role, ctx, options)
+            finally:
+                if probe.active:
+                    probe.starts.append(time.perf_counter() - t)
+
+        mpc.wait = timed_wait
+        workers.Worker.start = staticmethod(timed_start)
+
+    def __enter__(self):
+        self.busy.clear()
+        self.busy_cpu.clear()
+        self.lock_holds.clear()
+        self.starts.clear()
+        self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        self.active = False
+
+    def figures(self, prefix: str) -> dict:
+        def ms(values, q):
+            return float(np.percentile(np.array(values) * 1000, q)) if values else 0.0
+
+        return {f"{prefix}_supervisor_busy_p99_ms": ms(self.busy, 99),
+                f"{prefix}_supervisor_busy_max_ms": ms(self.busy, 100),
+                f"{prefix}_supervisor_cpu_p99_ms": ms(self.busy_cpu, 99),
+                f"{prefix}_supervisor_cpu_max_ms": ms(self.busy_cpu, 100),
+                f"{prefix}_supervisor_wakeups": len(self.busy),
+                f"{prefix}_lock_hold_max_ms": ms(self.lock_holds, 100),
+                f"{prefix}_worker_starts": len(self.starts),
+                f"{prefix}_worker_start_median_ms": ms(self.starts, 50)}
 
 
 _SAMPLER = """
@@ -265,9 +388,10 @@ def child(design: str, audio_path: str, repeats: int) -> dict:
             d.submit(rid, 10.0, 12.0)
             d.wait(rid)
             lat, kernel, overhead = [], [], []
+            probe = SupervisorProbe(d.engine) if isinstance(d, EngineDesign) else None
             if isinstance(d, EngineDesign):
                 d.mark()
-            with Ticker() as tick:
+            with Ticker() as tick, (probe or contextlib.nullcontext()):
                 for i in range(repeats):
                     rid += 1
                     t0 = 10.0 + 0.37 * i
@@ -278,18 +402,18 @@ def child(design: str, audio_path: str, repeats: int) -> dict:
                     kernel.append(res["kernel_s"])
                     if "overhead_s" in res:
                         overhead.append(res["overhead_s"])
-            gaps = np.array(tick.gaps) * 1000
             if isinstance(d, EngineDesign):
                 out["pipe_bytes_per_request"] = d.bytes_per_request()
             out.update(
                 latency_s=_util.median(lat),
                 kernel_s=_util.median(kernel),
                 overhead_ms=_util.median(overhead) * 1000 if overhead else _util.median(lat) * 1000 - _util.median(kernel) * 1000,
-                stall_p99_ms=float(np.percentile(gaps, 99)) if len(gaps) else float("nan"),
-                stall_max_ms=float(gaps.max()) if len(gaps) else float("nan"),
+                **tick.figures("stall"),
             )
+            if probe is not None:
+                out.update(probe.figures("requests"))
             # Zoom storm: 20 requests 50 ms apart; time from the last one to its result.
-            with Ticker() as tick:
+            with Ticker() as tick, (probe or contextlib.nullcontext()):
                 ids = []
                 for i in range(20):
                     rid += 1
@@ -301,8 +425,9 @@ def child(design: str, audio_path: str, repeats: int) -> dict:
                 res = d.wait(ids[-1])
                 out["storm_last_s"] = time.perf_counter() - last_submit
                 out["storm_kernel_s"] = res["kernel_s"]
-            gaps = np.array(tick.gaps) * 1000
-            out["storm_stall_max_ms"] = float(gaps.max()) if len(gaps) else float("nan")
+            out.update(tick.figures("storm_stall"))
+            if probe is not None:
+                out.update(probe.figures("storm"))
             if isinstance(d, EngineDesign):
                 pass  # measured over the one-by-one requests above
             elif isinstance(d, SeedDesign):
@@ -424,7 +549,10 @@ def check_targets(results: dict) -> list[tuple[str, str, bool | None]]:
     for r in runs:
         worst = max(r["stall_max_ms"], r["storm_stall_max_ms"])
         out.append((f"caller stall p99 <= 5 ms, max <= 20 ms ({r['seconds']:.0f} s file)",
-                    f"p99 {r['stall_p99_ms']:.1f} ms, max {worst:.1f} ms", r["stall_p99_ms"] <= 5 and worst <= 20))
+                    f"p99 {r['stall_p99_ms']:.1f} ms, max {worst:.1f} ms (a separate process on this machine "
+                    f"at the same time: p99 {r['stall_ref_p99_ms']:.1f} ms, max "
+                    f"{max(r['stall_ref_max_ms'], r['storm_stall_ref_max_ms']):.1f} ms)",
+                    r["stall_p99_ms"] <= 5 and worst <= 20))
     for r in runs:
         excess = (r["storm_last_s"] - r["storm_kernel_s"]) * 1000
         out.append((f"zoom storm: last result within kernel + 100 ms ({r['seconds']:.0f} s file)",
@@ -491,15 +619,25 @@ def main(argv=None) -> int:
                 results["runs"].append(r)
                 rows.append([
                     design, int(seconds), r["latency_s"] * 1000, r["overhead_ms"], r["pipe_bytes_per_request"],
-                    r["stall_p99_ms"], r["stall_max_ms"], r["storm_last_s"] * 1000, r["storm_kernel_s"] * 1000,
+                    r["stall_p99_ms"], r["stall_ref_p99_ms"], r["stall_max_ms"], r["storm_last_s"] * 1000, r["storm_kernel_s"] * 1000,
                     r["parent_peak_rss_mb"], r["worker_peak_uss_mb"],
                 ])
             path.unlink()
     print()
     print(_util.table(rows, [
-        "design", "file s", "latency ms", "overhead ms", "pipe B/request", "stall p99 ms", "stall max ms",
+        "design", "file s", "latency ms", "overhead ms", "pipe B/request", "stall p99 ms", "machine's own p99 ms", "stall max ms",
         "storm last->result ms", "its kernel ms", "caller peak RSS MB", "worker peak USS MB",
     ]))
+    print()
+    print(_util.table([[int(r["seconds"]), phase, r[f"{key}_p99_ms"], r[f"{key}_ref_p99_ms"], r[f"{phase}_supervisor_busy_p99_ms"],
+                        r[f"{phase}_supervisor_busy_max_ms"], r[f"{phase}_supervisor_cpu_p99_ms"],
+                        r[f"{phase}_supervisor_cpu_max_ms"], r[f"{phase}_lock_hold_max_ms"], r[f"{phase}_worker_starts"],
+                        r[f"{phase}_worker_start_median_ms"]]
+                       for r in results["runs"] if r["design"] == "engine"
+                       for phase, key in (("requests", "stall"), ("storm", "storm_stall"))],
+                      ["engine: file s", "phase", "caller stall p99 ms", "separate process p99 ms",
+                       "supervisor work per wake-up p99 ms", "max ms", "its CPU p99 ms", "CPU max ms", "lock held max ms", "worker starts",
+                       "worker start median ms (launcher)"]))
     resp_rows = []
     for method in ("forkserver", "spawn"):
         r = _util.run_json([__file__, "--child-respawn", method, "--repeats", str(repeats)])
