@@ -4,7 +4,7 @@ written straight from numpy (orjson) beside the standard JSON encoder on the sam
 
 - ``save``: :func:`soma_shm.app.persistence.write_project` (atomic write included);
 - ``save (standard json)``: the same with the standard encoder (orjson hidden);
-- ``read``: :func:`soma_shm.app.persistence.read_project` of the saved file;
+- ``read``: :func:`soma_shm.app.document.read_project` of the saved file;
 - ``recovery``: :meth:`soma_shm.app.persistence.Recovery.write` (snapshot + write), what the
   autosaver does in the background after an edit.
 
@@ -60,6 +60,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from soma_shm.app import persistence
+    from soma_shm.app.document import read_project
 
     doc = document(args.partials, args.points)
     rows, results = [], {"machine": machine(), "partials": args.partials, "points": args.points,
@@ -67,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fast = Path(tmp) / "fast.soma"
         save_s, _ = timed(lambda: persistence.write_project(doc, fast), args.repeats)
-        read_s, loaded = timed(lambda: persistence.read_project(fast), args.repeats)
+        read_s, loaded = timed(lambda: read_project(fast), args.repeats)
         rec = persistence.Recovery(Path(tmp) / "state")
         rec_s, _ = timed(lambda: rec.write(doc), args.repeats)
         orjson = persistence._orjson

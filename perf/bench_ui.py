@@ -451,14 +451,18 @@ def default_old_ref() -> str:
 
 @contextlib.contextmanager
 def serve(pythonpath: Path):
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(pythonpath))
-    try:
-        yield proc.stdout.readline().strip()
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=60)
+    # Its own config and state folders: the recovery file an earlier run left on being stopped
+    # with edits would otherwise be offered in a dialog over the canvas (and this run's too).
+    with tempfile.TemporaryDirectory(prefix="bench_ui_home_") as home:
+        env = {**os.environ, "PYTHONPATH": str(pythonpath), "XDG_CONFIG_HOME": str(Path(home) / "config"),
+               "XDG_STATE_HOME": str(Path(home) / "state")}
+        proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env, cwd=str(pythonpath))
+        try:
+            yield proc.stdout.readline().strip()
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=60)
 
 
 def edit_rows(new: dict, old: dict | None) -> list:

@@ -710,7 +710,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from .app.persistence import read_project
+    from .app.document import read_project
 
     targets = [args.mpe, args.midi, args.mono, args.audio, args.cv]
     if not any(targets):

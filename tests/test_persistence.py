@@ -16,7 +16,7 @@ import soundfile as sf
 
 from soma_shm import ParameterError
 from soma_shm.app import persistence, somajson
-from soma_shm.app.document import SomaDocument, file_md5
+from soma_shm.app.document import SomaDocument, file_md5, read_project
 from soma_shm.app.persistence import (
     Autosaver,
     Recovery,
@@ -25,7 +25,6 @@ from soma_shm.app.persistence import (
     bundle_audio,
     ensure_soma_suffix,
     locate_audio,
-    read_project,
 )
 from soma_shm.errors import ProjectAudioMissing
 from soma_shm.settings import AnalysisSettings

@@ -2,9 +2,11 @@
 
 A :class:`SomaDocument` is plain data kept by the backend (the page only ever shows it): the
 source file (path, MD5, sample rate, duration), the :class:`~soma_shm.AnalysisSettings`, the
-partials and an undo/redo history of partial edits. It saves and loads ``.soma`` projects in the
-SOMA app's layout (the format, the amplitude convention and atomic writing live in
-``persistence.py``) and exports partials as CSV or JSON.
+partials (:class:`~soma_shm.app.partial.Partial`, ``partial.py``) and an undo/redo history of
+partial edits. It saves and loads ``.soma`` projects in the SOMA app's layout and exports
+partials as CSV or JSON: :func:`read_project` (here, because it builds documents) reads a file,
+while the format's keys, the amplitude convention, JSON parsing and atomic writing live in
+``persistence.py``, which does not know this module.
 
 Loading is tolerant where SOMA projects may differ (missing settings take the defaults, a
 ``wavelet`` name such as ``"cmor8.0-1.5"`` is understood, unknown setting keys are kept aside and
@@ -21,7 +23,6 @@ undo (and redo with nothing to redo) is a no-op returning None.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -35,84 +36,14 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..settings import AnalysisSettings
+from . import persistence
+from .partial import PALETTE, Partial, _color, _points, file_md5
+from .persistence import _number, _parse_iso, _reason, _settings_from
+from .somajson import PointsBlock
 
-__all__ = ["Partial", "Edit", "SomaDocument", "PALETTE", "file_md5"]
+__all__ = ["Partial", "Edit", "SomaDocument", "PALETTE", "file_md5", "ProjectFile", "project_from_dict", "read_project"]
 
-PALETTE = ("#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176", "#4db6ac", "#f06292")
 HISTORY_LIMIT = 500
-
-
-def file_md5(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """MD5 hex digest of a file, read in chunks."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
-def _color(value: Any, where: str) -> str:
-    if not (isinstance(value, str) and len(value) in (4, 7) and value.startswith("#")):
-        raise ParameterError(f"{where}: color={value!r} must be '#rgb' or '#rrggbb'")
-    try:
-        int(value[1:], 16)
-    except ValueError:
-        raise ParameterError(f"{where}: color={value!r} must be '#rgb' or '#rrggbb'") from None
-    return value.lower()
-
-
-def _points(value: Any, where: str) -> np.ndarray:
-    try:
-        p = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{where}: points must be a list of [time, frequency, amplitude] rows") from None
-    if p.ndim != 2 or p.shape[1] != 3 or p.shape[0] < 1:
-        raise ParameterError(
-            f"{where}: points have shape {p.shape}; expected (K >= 1, 3) rows of [time s, frequency Hz, amplitude]"
-        )
-    if not np.isfinite(p).all():
-        bad = int(np.flatnonzero(~np.isfinite(p).all(axis=1))[0])
-        raise ParameterError(f"{where}: point {bad} is not finite ({p[bad].tolist()})")
-    if (p[:, 1] <= 0).any():
-        bad = int(np.flatnonzero(p[:, 1] <= 0)[0])
-        raise ParameterError(f"{where}: point {bad} has frequency {p[bad, 1]} Hz; frequencies must be positive")
-    p.flags.writeable = False
-    return p
-
-
-@dataclass(frozen=True)
-class Partial:
-    """One partial: ``points`` is a read-only ``(K, 3)`` float64 array of (time s, frequency Hz, amplitude)."""
-
-    id: str
-    points: np.ndarray
-    color: str = PALETTE[0]
-    is_muted: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "is_muted": bool(self.is_muted),
-            "color": self.color,
-            "points": self.points.tolist(),
-        }
-
-    def summary(self) -> dict[str, Any]:
-        """Small description for lists (no points)."""
-        p = self.points
-        return {
-            "id": self.id,
-            "is_muted": bool(self.is_muted),
-            "color": self.color,
-            "n": int(p.shape[0]),
-            "t0": float(p[0, 0]),
-            "t1": float(p[-1, 0]),
-            "f_mean": float(np.exp(np.mean(np.log(p[:, 1])))),
-            "amp_max": float(np.max(p[:, 2])),
-        }
 
 
 @dataclass(frozen=True)
@@ -370,17 +301,7 @@ class SomaDocument:
             nxt = p.points[p.points[:, 0] > end[0]]
             if nxt.shape[0] == 0:
                 continue  # wholly inside what is already joined: nothing after it
-            gap = nxt[0, 0] - end[0]
-            n_bridge = int(np.floor(gap / step - 1e-9))
-            if n_bridge > 0:
-                u = (np.arange(1, n_bridge + 1) * step / gap)[:, None]
-                a, b = end, nxt[0]
-                bridge = np.column_stack([
-                    a[0] + u[:, 0] * gap,
-                    np.exp(np.log(a[1]) + u[:, 0] * (np.log(b[1]) - np.log(a[1]))),
-                    a[2] + u[:, 0] * (b[2] - a[2]),
-                ])
-                out.append(bridge)
+            out.append(_bridge(end, nxt[0], step))
             out.append(nxt)
         first = parts[0]
         merged = Partial(first.id, _points(np.concatenate(out), f"partial {first.id}"), first.color, first.is_muted)
@@ -534,15 +455,11 @@ class SomaDocument:
     # ------------------------------------------------------------------------- save / load
     def to_dict(self) -> dict[str, Any]:
         """The ``.soma`` JSON structure (SOMA's layout; see ``persistence.py``)."""
-        from .persistence import project_to_dict
-
-        return project_to_dict(self, self.project_path)
+        return persistence.project_to_dict(self, self.project_path)
 
     def save(self, path: str | os.PathLike, overwrite: bool = True) -> str:
         """Write the project as ``.soma`` JSON atomically; returns the absolute path written."""
-        from .persistence import write_project
-
-        saved = write_project(self, path, overwrite=overwrite)
+        saved = persistence.write_project(self, path, overwrite=overwrite)
         self.project_path = saved
         self.dirty = False
         return saved
@@ -550,15 +467,11 @@ class SomaDocument:
     @classmethod
     def from_dict(cls, data: Any, project_path: str | None = None) -> "SomaDocument":
         """Build a document from ``.soma`` JSON; raises ParameterError naming what is wrong."""
-        from .persistence import project_from_dict
-
         return project_from_dict(data, project_path).document
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SomaDocument":
         """Read a ``.soma`` project."""
-        from .persistence import read_project
-
         return read_project(path).document
 
     def source_matches(self) -> bool | None:
@@ -570,15 +483,7 @@ class SomaDocument:
     # ------------------------------------------------------------------------------ export
     def export_csv(self, include_muted: bool = True) -> str:
         """Partials as CSV: one row per point, ``partial_id,time_s,frequency_hz,amplitude,is_muted``."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["partial_id", "time_s", "frequency_hz", "amplitude", "is_muted"])
-        for p in self.partials:
-            if p.is_muted and not include_muted:
-                continue
-            for t, f, a in p.points:
-                w.writerow([p.id, repr(float(t)), repr(float(f)), repr(float(a)), int(p.is_muted)])
-        return buf.getvalue()
+        return _csv(p for p in self.partials if include_muted or not p.is_muted)
 
     def export_json(self, include_muted: bool = True) -> str:
         """Partials as JSON: ``{"source": ..., "partials": [{id, is_muted, color, points}]}``."""
@@ -587,8 +492,6 @@ class SomaDocument:
 
     def export(self, path: str | os.PathLike, include_muted: bool = True, overwrite: bool = True) -> str:
         """Write partials to ``path`` atomically; the format follows the suffix (``.csv`` or ``.json``)."""
-        from .persistence import atomic_write
-
         p = Path(path).expanduser()
         suffix = p.suffix.lower()
         if suffix not in (".csv", ".json"):
@@ -596,7 +499,7 @@ class SomaDocument:
         if not p.parent.is_dir():
             raise ParameterError(f"folder {str(p.parent)!r} does not exist; choose an existing folder")
         text = self.export_csv(include_muted) if suffix == ".csv" else self.export_json(include_muted)
-        return atomic_write(p, text, overwrite=overwrite)
+        return persistence.atomic_write(p, text, overwrite=overwrite)
 
     # ------------------------------------------------------------------------------- views
     def points_block(self) -> np.ndarray:
@@ -618,6 +521,28 @@ class SomaDocument:
             "source": {"path": self.source_path, "md5": self.source_md5},
             "settings": self.settings.to_dict(),
         }
+
+
+def _bridge(a: np.ndarray, b: np.ndarray, step: float) -> np.ndarray:
+    """Points every ``step`` s strictly between points ``a`` and ``b`` (time and amplitude linear,
+    frequency linear in log); none when they are closer than ``step``."""
+    gap = b[0] - a[0]
+    n_bridge = int(np.floor(gap / step - 1e-9))
+    if n_bridge <= 0:
+        return np.zeros((0, 3))
+    u = np.arange(1, n_bridge + 1) * step / gap
+    return np.column_stack([a[0] + u * gap, np.exp(np.log(a[1]) + u * (np.log(b[1]) - np.log(a[1]))),
+                            a[2] + u * (b[2] - a[2])])
+
+
+def _csv(parts: Iterable[Partial]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["partial_id", "time_s", "frequency_hz", "amplitude", "is_muted"])
+    for p in parts:
+        for t, f, a in p.points:
+            w.writerow([p.id, repr(float(t)), repr(float(f)), repr(float(a)), int(p.is_muted)])
+    return buf.getvalue()
 
 
 def _names(parts: Iterable[Partial]) -> str:
@@ -658,3 +583,169 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     m = np.concatenate([[False], mask, [False]]).astype(np.int8)
     d = np.diff(m)
     return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+
+
+# ------------------------------------------------------------------ reading .soma projects
+@dataclass
+class ProjectFile:
+    """A project read from disk: the document, and how its amplitudes are to be scaled."""
+
+    document: Any
+    amplitude_reference: float | None  # None: normalised amplitudes whose reference is unknown yet
+    calibrated: bool  # True: amplitudes are already calibrated (an earlier soma_shm project)
+
+    @property
+    def amplitudes_need_reference(self) -> bool:
+        return not self.calibrated and self.amplitude_reference is None
+
+
+def project_from_dict(data: Any, project_path: str | os.PathLike | None = None,
+                      points: PointsBlock | None = None) -> ProjectFile:
+    """Read the ``.soma`` structure (SOMA's layout or an earlier soma_shm one).
+
+    Relative source paths are resolved against the project's folder. ``points`` (from
+    :func:`~soma_shm.app.somajson.parse_with_points`) holds every partial's points when they are
+    not in ``data``: the partials are then views of its one array, checked all at once. Raises
+    :class:`~soma_shm.ParameterError` naming what is wrong.
+    """
+    if not isinstance(data, dict):
+        raise ParameterError(f"a .soma project is a JSON object, got {type(data).__name__}")
+    for key in ("meta", "source", "data"):
+        if key in data and data[key] is not None and not isinstance(data[key], dict):
+            raise ParameterError(f".soma field {key!r} must be an object")
+    meta = data.get("meta") or {}
+    source = data.get("source") or {}
+    old = meta.get("format") == "soma" or ("path" in source and "file_path" not in source)
+    settings, extra_settings = _settings_from(data.get("analysis_settings") or {})
+    folder = Path(project_path).resolve().parent if project_path else None
+
+    raw_path = source.get("file_path", source.get("path"))
+    src = None
+    if raw_path is not None:
+        if not isinstance(raw_path, str):
+            raise ParameterError(f".soma field source.file_path={raw_path!r} must be a path")
+        if raw_path:
+            q = Path(raw_path).expanduser()
+            if not q.is_absolute() and folder is not None:
+                q = folder / q
+            src = os.path.normpath(str(q.absolute()))
+    md5 = source.get("md5_hash", source.get("md5")) or None
+    if md5 is not None and not isinstance(md5, str):
+        raise ParameterError(f".soma field source.md5_hash={md5!r} must be a hex string")
+    doc = SomaDocument(settings=settings, source_path=src, source_md5=md5,
+                       project_path=str(Path(project_path).resolve()) if project_path else None,
+                       extra_settings=extra_settings)
+    if source.get("sample_rate") not in (None, 0):
+        doc.source_sample_rate = _number(source["sample_rate"], "source.sample_rate")
+    if source.get("duration_sec") not in (None, 0):
+        doc.source_duration = _number(source["duration_sec"], "source.duration_sec")
+    if isinstance(source.get("file_size"), int):
+        doc.source_size = source["file_size"]
+    ref = source.get("amplitude_reference")
+    if ref is not None:
+        ref = _number(ref, "source.amplitude_reference")
+        if ref <= 0:
+            raise ParameterError(f"source.amplitude_reference={ref!r} must be positive")
+    created = _parse_iso(meta.get("created_at", meta.get("created")))
+    if created is not None:
+        doc.created = created
+    doc.extra = {k: v for k, v in data.items() if k not in ("source", "analysis_settings", "data")}
+    if old:
+        doc.extra.pop("meta", None)
+
+    part_section = data.get("data") or {}
+    raw = part_section.get("partials", [])
+    if not isinstance(raw, list):
+        raise ParameterError(".soma field 'data.partials' must be a list")
+    scale = 1.0 if old or ref is None else ref
+    if points is not None and len(points.counts) != len(raw):
+        raise ParameterError(f"{len(points.counts)} point arrays for {len(raw)} partials")
+    partials, seen, kept = [], set(), []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ParameterError(f"partial #{i} must be an object with id, is_muted, color, points")
+        pid = str(item.get("id", f"p{i + 1}"))
+        if pid in seen:
+            raise ParameterError(f"partial id {pid!r} appears twice; ids must be unique")
+        seen.add(pid)
+        muted = item.get("is_muted", False)
+        if not isinstance(muted, bool):
+            raise ParameterError(f"partial {pid}: is_muted={muted!r} must be true or false")
+        color = item.get("color", PALETTE[i % len(PALETTE)])
+        if isinstance(color, str) and len(color) in (3, 6) and not color.startswith("#"):
+            color = "#" + color
+        if points is not None:
+            if points.counts[i] == 0:
+                continue  # SOMA can keep a partial with no points: nothing to draw or play
+            partials.append((pid, _color(color, f"partial {pid}"), muted))
+            kept.append(i)
+            continue
+        if isinstance(item.get("points"), list) and not item["points"]:
+            continue
+        pts = _points(item.get("points"), f"partial {pid}")
+        _check_amplitudes(pts, pid)
+        if scale != 1.0:
+            pts = pts.copy()
+            pts[:, 2] *= scale
+            pts.flags.writeable = False
+        partials.append(Partial(pid, pts, _color(color, f"partial {pid}"), muted))
+    if points is not None:
+        partials = _partials_from_block(partials, points, kept, scale)
+    doc.partials = tuple(partials)
+    nums = [int(p.id[1:]) for p in partials if p.id[:1] == "p" and p.id[1:].isdigit()]
+    doc._next_id = max(nums, default=0) + 1
+    doc.amp_reference = ref if not old else None
+    return ProjectFile(doc, None if old else ref, old)
+
+
+def _check_amplitudes(pts: np.ndarray, pid: str) -> None:
+    if (pts[:, 2] < 0).any():
+        bad = int(np.flatnonzero(pts[:, 2] < 0)[0])
+        raise ParameterError(f"partial {pid}: point {bad} has amplitude {pts[bad, 2]}; amplitudes are >= 0")
+
+
+def _partials_from_block(meta: list, points: PointsBlock, kept: list, scale: float) -> list:
+    """Partials ``(id, colour, muted)`` whose points are rows of ``points`` (views of one array):
+    the rows are checked as :func:`~soma_shm.app.document._points` and :func:`_check_amplitudes`
+    check each partial's, all at once, and the first bad one is named the same way."""
+    rows = points.rows
+    starts, counts = points.starts, points.counts
+    if rows.shape[0] and not (np.isfinite(rows).all() and rows[:, 1].min() > 0 and rows[:, 2].min() >= 0):
+        bad = ~np.isfinite(rows).all(axis=1) | ~(rows[:, 1] > 0) | (rows[:, 2] < 0)
+        first = int(np.flatnonzero(bad)[0])
+        i = int(np.searchsorted(starts, first, side="right") - 1)
+        j = kept.index(i) if i in kept else None
+        if j is not None:  # raises naming the partial and the point
+            pid = meta[j][0]
+            pts = _points(rows[starts[i]:starts[i] + counts[i]], f"partial {pid}")
+            _check_amplitudes(pts, pid)
+    if scale != 1.0:
+        rows = rows.copy()
+        rows[:, 2] *= scale
+    rows.flags.writeable = False
+    starts, stops = starts.tolist(), (starts + counts).tolist()
+    return [Partial(pid, rows[starts[i]:stops[i]], color, muted) for (pid, color, muted), i in zip(meta, kept)]
+
+
+def read_project(path: str | os.PathLike) -> ProjectFile:
+    """Read a ``.soma`` file; raises :class:`~soma_shm.ParameterError` naming the problem."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ParameterError(f"project file {str(p)!r} does not exist")
+    try:
+        with open(p, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ParameterError(f"cannot read {str(p)!r}: {_reason(exc)}") from None
+    try:
+        data, block = persistence._parse_json(raw, points=True)
+        if block is not None:
+            try:
+                return project_from_dict(data, project_path=p, points=block)
+            except ParameterError:  # read again the ordinary way: the same error, found in file order
+                data, block = persistence._parse_json(raw), None
+    except UnicodeDecodeError:
+        raise ParameterError(f"{str(p)!r} is not a .soma project (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"{str(p)!r} is not a .soma project (invalid JSON at line {exc.lineno}: {exc.msg})") from None
+    return project_from_dict(data, project_path=p)

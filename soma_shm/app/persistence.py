@@ -29,7 +29,7 @@ writing, every amplitude is divided by a reference ``R`` stored as
 of its pooled STFT, :attr:`soma_shm.Engine.amp_reference`, what the images show at 0 dB), raised
 to the largest partial amplitude if one is louder, so every written value lies in [0, 1]. On
 reading, the values are multiplied by the stored ``R``; a file without it (one SOMA wrote) gets
-the reference level of its recording once that is open (:meth:`ProjectFile.amplitudes_need_reference`).
+the reference level of its recording once that is open (:meth:`~soma_shm.app.document.ProjectFile.amplitudes_need_reference`).
 
 Reading: a project's points are read into one float64 array (``somajson.py``) and its partials
 are views of it, checked all at once; a file of another layout is parsed whole and checked
@@ -55,7 +55,6 @@ import stat
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -63,7 +62,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ParameterError, ProjectAudioMissing
-from .somajson import PointsBlock, parse_with_points
+from .partial import file_md5
+from .somajson import parse_with_points
 
 try:  # optional: a faster parser for large projects (the standard one is the fallback)
     import orjson as _orjson
@@ -74,8 +74,6 @@ __all__ = [
     "FORMAT_VERSION",
     "atomic_write",
     "project_to_dict",
-    "project_from_dict",
-    "read_project",
     "write_project",
     "ensure_soma_suffix",
     "bundle_audio",
@@ -305,19 +303,6 @@ def project_to_dict(doc: Any, project_path: str | os.PathLike | None = None, arr
     return out
 
 
-@dataclass
-class ProjectFile:
-    """A project read from disk: the document, and how its amplitudes are to be scaled."""
-
-    document: Any
-    amplitude_reference: float | None  # None: normalised amplitudes whose reference is unknown yet
-    calibrated: bool  # True: amplitudes are already calibrated (an earlier soma_shm project)
-
-    @property
-    def amplitudes_need_reference(self) -> bool:
-        return not self.calibrated and self.amplitude_reference is None
-
-
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ParameterError(f"{where}={value!r} must be a finite number")
@@ -361,138 +346,6 @@ def _settings_from(analysis: Any) -> tuple[Any, dict]:
         raise ParameterError(f"analysis_settings in the project: {exc}") from None
 
 
-def project_from_dict(data: Any, project_path: str | os.PathLike | None = None,
-                      points: PointsBlock | None = None) -> ProjectFile:
-    """Read the ``.soma`` structure (SOMA's layout or an earlier soma_shm one).
-
-    Relative source paths are resolved against the project's folder. ``points`` (from
-    :func:`~soma_shm.app.somajson.parse_with_points`) holds every partial's points when they are
-    not in ``data``: the partials are then views of its one array, checked all at once. Raises
-    :class:`~soma_shm.ParameterError` naming what is wrong.
-    """
-    from .document import PALETTE, Partial, SomaDocument, _color, _points
-
-    if not isinstance(data, dict):
-        raise ParameterError(f"a .soma project is a JSON object, got {type(data).__name__}")
-    for key in ("meta", "source", "data"):
-        if key in data and data[key] is not None and not isinstance(data[key], dict):
-            raise ParameterError(f".soma field {key!r} must be an object")
-    meta = data.get("meta") or {}
-    source = data.get("source") or {}
-    old = meta.get("format") == "soma" or ("path" in source and "file_path" not in source)
-    settings, extra_settings = _settings_from(data.get("analysis_settings") or {})
-    folder = Path(project_path).resolve().parent if project_path else None
-
-    raw_path = source.get("file_path", source.get("path"))
-    src = None
-    if raw_path is not None:
-        if not isinstance(raw_path, str):
-            raise ParameterError(f".soma field source.file_path={raw_path!r} must be a path")
-        if raw_path:
-            q = Path(raw_path).expanduser()
-            if not q.is_absolute() and folder is not None:
-                q = folder / q
-            src = os.path.normpath(str(q.absolute()))
-    md5 = source.get("md5_hash", source.get("md5")) or None
-    if md5 is not None and not isinstance(md5, str):
-        raise ParameterError(f".soma field source.md5_hash={md5!r} must be a hex string")
-    doc = SomaDocument(settings=settings, source_path=src, source_md5=md5,
-                       project_path=str(Path(project_path).resolve()) if project_path else None,
-                       extra_settings=extra_settings)
-    if source.get("sample_rate") not in (None, 0):
-        doc.source_sample_rate = _number(source["sample_rate"], "source.sample_rate")
-    if source.get("duration_sec") not in (None, 0):
-        doc.source_duration = _number(source["duration_sec"], "source.duration_sec")
-    if isinstance(source.get("file_size"), int):
-        doc.source_size = source["file_size"]
-    ref = source.get("amplitude_reference")
-    if ref is not None:
-        ref = _number(ref, "source.amplitude_reference")
-        if ref <= 0:
-            raise ParameterError(f"source.amplitude_reference={ref!r} must be positive")
-    created = _parse_iso(meta.get("created_at", meta.get("created")))
-    if created is not None:
-        doc.created = created
-    doc.extra = {k: v for k, v in data.items() if k not in ("source", "analysis_settings", "data")}
-    if old:
-        doc.extra.pop("meta", None)
-
-    part_section = data.get("data") or {}
-    raw = part_section.get("partials", [])
-    if not isinstance(raw, list):
-        raise ParameterError(".soma field 'data.partials' must be a list")
-    scale = 1.0 if old or ref is None else ref
-    if points is not None and len(points.counts) != len(raw):
-        raise ParameterError(f"{len(points.counts)} point arrays for {len(raw)} partials")
-    partials, seen, kept = [], set(), []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise ParameterError(f"partial #{i} must be an object with id, is_muted, color, points")
-        pid = str(item.get("id", f"p{i + 1}"))
-        if pid in seen:
-            raise ParameterError(f"partial id {pid!r} appears twice; ids must be unique")
-        seen.add(pid)
-        muted = item.get("is_muted", False)
-        if not isinstance(muted, bool):
-            raise ParameterError(f"partial {pid}: is_muted={muted!r} must be true or false")
-        color = item.get("color", PALETTE[i % len(PALETTE)])
-        if isinstance(color, str) and len(color) in (3, 6) and not color.startswith("#"):
-            color = "#" + color
-        if points is not None:
-            if points.counts[i] == 0:
-                continue  # SOMA can keep a partial with no points: nothing to draw or play
-            partials.append((pid, _color(color, f"partial {pid}"), muted))
-            kept.append(i)
-            continue
-        if isinstance(item.get("points"), list) and not item["points"]:
-            continue
-        pts = _points(item.get("points"), f"partial {pid}")
-        _check_amplitudes(pts, pid)
-        if scale != 1.0:
-            pts = pts.copy()
-            pts[:, 2] *= scale
-            pts.flags.writeable = False
-        partials.append(Partial(pid, pts, _color(color, f"partial {pid}"), muted))
-    if points is not None:
-        partials = _partials_from_block(partials, points, kept, scale)
-    doc.partials = tuple(partials)
-    nums = [int(p.id[1:]) for p in partials if p.id[:1] == "p" and p.id[1:].isdigit()]
-    doc._next_id = max(nums, default=0) + 1
-    doc.amp_reference = ref if not old else None
-    return ProjectFile(doc, None if old else ref, old)
-
-
-def _check_amplitudes(pts: np.ndarray, pid: str) -> None:
-    if (pts[:, 2] < 0).any():
-        bad = int(np.flatnonzero(pts[:, 2] < 0)[0])
-        raise ParameterError(f"partial {pid}: point {bad} has amplitude {pts[bad, 2]}; amplitudes are >= 0")
-
-
-def _partials_from_block(meta: list, points: PointsBlock, kept: list, scale: float) -> list:
-    """Partials ``(id, colour, muted)`` whose points are rows of ``points`` (views of one array):
-    the rows are checked as :func:`~soma_shm.app.document._points` and :func:`_check_amplitudes`
-    check each partial's, all at once, and the first bad one is named the same way."""
-    from .document import Partial, _points
-
-    rows = points.rows
-    starts, counts = points.starts, points.counts
-    if rows.shape[0] and not (np.isfinite(rows).all() and rows[:, 1].min() > 0 and rows[:, 2].min() >= 0):
-        bad = ~np.isfinite(rows).all(axis=1) | ~(rows[:, 1] > 0) | (rows[:, 2] < 0)
-        first = int(np.flatnonzero(bad)[0])
-        i = int(np.searchsorted(starts, first, side="right") - 1)
-        j = kept.index(i) if i in kept else None
-        if j is not None:  # raises naming the partial and the point
-            pid = meta[j][0]
-            pts = _points(rows[starts[i]:starts[i] + counts[i]], f"partial {pid}")
-            _check_amplitudes(pts, pid)
-    if scale != 1.0:
-        rows = rows.copy()
-        rows[:, 2] *= scale
-    rows.flags.writeable = False
-    starts, stops = starts.tolist(), (starts + counts).tolist()
-    return [Partial(pid, rows[starts[i]:stops[i]], color, muted) for (pid, color, muted), i in zip(meta, kept)]
-
-
 def _parse_json(raw: bytes, points: bool = False) -> Any:
     """JSON from bytes: orjson where installed (a 10,000-partial project is tens of MB of numbers,
     and parsing dominates opening it), else, or for what orjson refuses (NaN literals, bad
@@ -524,30 +377,6 @@ def _dumps(data: Any) -> bytes:
     return json.dumps(data, allow_nan=False, default=lambda a: a.tolist()).encode("utf-8")
 
 
-def read_project(path: str | os.PathLike) -> ProjectFile:
-    """Read a ``.soma`` file; raises :class:`~soma_shm.ParameterError` naming the problem."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ParameterError(f"project file {str(p)!r} does not exist")
-    try:
-        with open(p, "rb") as f:
-            raw = f.read()
-    except OSError as exc:
-        raise ParameterError(f"cannot read {str(p)!r}: {_reason(exc)}") from None
-    try:
-        data, block = _parse_json(raw, points=True)
-        if block is not None:
-            try:
-                return project_from_dict(data, project_path=p, points=block)
-            except ParameterError:  # read again the ordinary way: the same error, found in file order
-                data, block = _parse_json(raw), None
-    except UnicodeDecodeError:
-        raise ParameterError(f"{str(p)!r} is not a .soma project (not UTF-8 text)") from None
-    except json.JSONDecodeError as exc:
-        raise ParameterError(f"{str(p)!r} is not a .soma project (invalid JSON at line {exc.lineno}: {exc.msg})") from None
-    return project_from_dict(data, project_path=p)
-
-
 def write_project(doc: Any, path: str | os.PathLike, *, overwrite: bool = True) -> str:
     """Write ``doc`` as a ``.soma`` file atomically (see :func:`atomic_write`)."""
     p = Path(path).expanduser()
@@ -569,8 +398,6 @@ def bundle_audio(source: str, project_path: str | os.PathLike, md5: str | None, 
     A file of the same name and MD5 already there is reused; another of the same name is kept
     and the copy gets a numbered name. The copy is written atomically.
     """
-    from .document import file_md5
-
     p = Path(project_path).expanduser().resolve()
     assets = p.parent / f"{p.stem}_assets"
     try:
@@ -620,8 +447,6 @@ def locate_audio(source: str | None, md5: str | None, project_path: str | os.Pat
     audio file there of the stored size). Raises :class:`~soma_shm.errors.ProjectAudioMissing`
     naming the places looked at.
     """
-    from .document import file_md5
-
     if source and os.path.isfile(source):
         return source
     name = Path(source).name if source else None
@@ -738,8 +563,6 @@ class Recovery:
 
     def write(self, doc: Any) -> str:
         """Write ``doc`` (a snapshot) as this run's recovery file; returns its path."""
-        from .document import SomaDocument
-
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
             snap = snapshot(doc)
@@ -810,9 +633,7 @@ class Recovery:
 def snapshot(doc: Any) -> Any:
     """A copy of ``doc``'s saved content (no history) that later edits do not touch: partials are
     immutable, so it holds references. Take it while the document cannot change."""
-    from .document import SomaDocument
-
-    snap = SomaDocument(settings=doc.settings, source_path=doc.source_path, source_md5=doc.source_md5,
+    snap = type(doc)(settings=doc.settings, source_path=doc.source_path, source_md5=doc.source_md5,
                         project_path=doc.project_path, extra_settings=dict(doc.extra_settings), created=doc.created)
     snap.partials = tuple(doc.partials)
     for k in ("source_sample_rate", "source_duration", "source_size", "amp_reference"):

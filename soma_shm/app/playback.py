@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineClosed, ParameterError, RequestCancelled
-from .backend import error_payload
+from .events import error_payload
 
 __all__ = ["Playback", "MAX_CHUNK_FRAMES", "SPEEDS"]
 

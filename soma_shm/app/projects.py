@@ -9,9 +9,9 @@ from typing import Any
 
 
 from ..errors import ParameterError
-from .document import SomaDocument
+from .document import SomaDocument, read_project
 from .params import _inside, _path_param
-from .persistence import bundle_audio, ensure_soma_suffix, locate_audio, read_project
+from .persistence import bundle_audio, ensure_soma_suffix, locate_audio
 
 
 class ProjectsMixin:
