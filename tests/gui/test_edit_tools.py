@@ -291,3 +291,121 @@ def test_thousands_of_partials_list_only_visible_rows_and_draw_only_the_view(fre
     t0, t1, *_ = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
     expected = sum(1 for p in parts if p.points[-1, 0] >= t0 and p.points[0, 0] <= t1)
     assert page.evaluate("() => window.somaMetrics.partialsDrawn") == expected
+
+
+# Rows of each requested column of the partials layer that are not transparent: {x: [[y, r, g, b, a], ...]}.
+LAYER_COLUMNS = """(xs) => {
+  const c = document.querySelector('[data-testid=partials-layer]');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const out = {};
+  for (const x of xs) {
+    const rows = [];
+    for (let y = 0; y < c.height; y++) { const k = 4 * (y * c.width + x); if (d[k + 3]) rows.push([y, d[k], d[k + 1], d[k + 2], d[k + 3]]); }
+    out[x] = rows;
+  }
+  return out;
+}"""
+
+
+def polyline_columns(t, f, t0, kx, fmax, ky):
+    """{column: (lowest y, highest y)} of the line through the points (t, f) (as the page holds
+    them: float32) on a layer whose x is (t - t0) * kx and y is (ln fmax - ln f) * ky + 0.5."""
+    xs = (np.float32(t).astype(float) - t0) * kx
+    ys = (math.log(fmax) - np.log(np.float32(f).astype(float))) * ky + 0.5
+    out: dict = {}
+
+    def add(c, *y):
+        lo, hi = out.get(c, (math.inf, -math.inf))
+        out[c] = (min(lo, *y), max(hi, *y))
+
+    add(int(math.floor(xs[0])), ys[0])
+    for xa, ya, xb, yb in zip(xs[:-1], ys[:-1], xs[1:], ys[1:]):
+        ca, cb = int(math.floor(xa)), int(math.floor(xb))
+        edges = [xa] + list(range(ca + 1, cb + 1)) + [xb]  # where the segment meets each column
+        at = [ya + (yb - ya) * (x - xa) / (xb - xa) for x in edges]
+        for k, c in enumerate(range(ca, cb + 1)):
+            add(c, at[k], at[k + 1])
+    return out
+
+
+def test_a_wide_window_draws_dense_partials_by_column_with_their_whole_extent(fresh, tones, tmp_path):
+    """Partials with several points per pixel column are drawn decimated (the lowest to the
+    highest point in each column): every column of each partial still shows its whole frequency
+    extent in its colour, nothing strays from it, a muted one is faint and dashed, the selected one
+    has a white halo; zoomed in, the same partials are stroked as lines."""
+    from soma_shm.app.document import Partial, SomaDocument
+
+    page = fresh
+    t = np.arange(0.0, 1.0, 0.001)  # a point per millisecond: ~5 points per column at the whole 5 s
+    specs = {  # id: (start s, frequency curve, colour, muted)
+        "steady": (0.3, np.full(t.size, 440.0), "#ff0000", False),
+        # +-10 % every other point: each column's extremes are points inside it, not its edges
+        "zigzag": (1.6, 1000.0 * np.exp(0.1 * (-1.0) ** np.arange(t.size)), "#00ff00", False),
+        "muted": (2.9, np.full(t.size, 2000.0), "#0000ff", True),
+        "chosen": (3.9, np.full(t.size, 300.0), "#ffff00", False),
+    }
+    doc = SomaDocument()
+    doc.set_source(str(tones))
+    parts = []
+    for pid, (start, f, colour, muted) in specs.items():
+        pts = np.column_stack([start + t, f, np.full(t.size, 0.1)])
+        pts.flags.writeable = False
+        parts.append(Partial(pid, pts, colour, muted))
+    doc.partials = parts
+    doc.save(tmp_path / "dense.soma")
+    api(page, "load_project", path=str(tmp_path / "dense.soma"))
+    wait_count(page, 4)
+    page.keyboard.press("0")
+    page.locator("[data-testid=partial-item][data-id=chosen]").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=hud-count]').textContent === '1 selected'")
+    page.wait_for_function("() => window.somaMetrics.partialsDecimated === 4")
+
+    t0, t1, fmin, fmax = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
+    w, h = (page.evaluate(f"() => document.querySelector('[data-testid=partials-layer]').{k}") for k in ("width", "height"))
+    kx, ky = w / (t1 - t0), (h - 1) / math.log(fmax / fmin)
+    assert 0.001 * kx < 1  # several points per column: the decimated drawing
+    extents = {pid: polyline_columns(start + t, f, t0, kx, fmax, ky) for pid, (start, f, _, _) in specs.items()}
+    pixels = page.evaluate(LAYER_COLUMNS, sorted({c for e in extents.values() for c in e}))
+    rgb = {"steady": (255, 0, 0), "zigzag": (0, 255, 0), "muted": (0, 0, 255), "chosen": (255, 255, 0)}
+    for pid, cols in extents.items():
+        drawn_cols = 0
+        for c, (lo, hi) in cols.items():
+            mine = [row for row in pixels[str(c)] if tuple(row[1:4]) == rgb[pid]]
+            if not mine:
+                continue
+            drawn_cols += 1
+            ys = [row[0] for row in mine]
+            # The whole extent of the partial's line in this column, and nothing beyond it (the
+            # line is 2 pixels thick).
+            assert min(ys) <= math.ceil(lo) and max(ys) >= math.floor(hi) - 1, (pid, c, lo, hi, ys)
+            assert min(ys) >= lo - 2 and max(ys) <= hi + 2, (pid, c, lo, hi, ys)
+            assert {row[4] for row in mine} == ({102} if pid == "muted" else {255})
+        if pid == "muted":  # dashed: about every other run of 4 columns left out
+            assert 0.3 * len(cols) < drawn_cols < 0.7 * len(cols)
+        else:
+            assert drawn_cols >= len(cols) - 1, (pid, drawn_cols, len(cols))
+    # The zigzag's columns are tall: its whole swing (a fifth of an octave) in every column but
+    # its two ends (which may hold only a point or two).
+    zig = extents["zigzag"]
+    assert min(zig[c][1] - zig[c][0] for c in sorted(zig)[1:-1]) > 10
+    # The selected partial: white just above and below its line, the others not.
+    for pid in ("chosen", "steady"):
+        c = sorted(extents[pid])[len(extents[pid]) // 2]
+        lo, hi = extents[pid][c]
+        white = [row[0] for row in pixels[str(c)] if tuple(row[1:4]) == (255, 255, 255)]
+        if pid == "chosen":
+            assert any(y < lo - 0.5 for y in white) and any(y > hi + 0.5 for y in white), (lo, hi, white)
+        else:
+            assert white == []
+    # Zoomed in to a 0.25 s window: a point every few pixels, stroked as lines.
+    page.keyboard.press("h")
+    page.mouse.move(*to_css(page, 0.8, 440.0))
+    for _ in range(4):
+        page.mouse.wheel(0, -500)
+    page.wait_for_function("() => window.somaMetrics.partialsDrawn === 1 && window.somaMetrics.partialsDecimated === 0")
+    page.wait_for_timeout(300)
+    x, y = to_css(page, 0.8, 440.0)
+    box = page.locator("[data-testid=partials-layer]").bounding_box()
+    col = int(round((x - box["x"]) * w / box["width"]))
+    rows = page.evaluate(LAYER_COLUMNS, [col])[str(col)]
+    assert any(abs(r[0] - (y - box["y"])) <= 2 and tuple(r[1:4]) == (255, 0, 0) for r in rows), rows

@@ -16,7 +16,7 @@ const ERASER_PX = 6; // the eraser's radius in CSS pixels
 // edits: {label, at, drawnAt} of the last edits and snapshots (ms, page clock) and the frame that
 // first showed them.
 const metrics = { viewports: [], overviewDrawnAt: null, lastInputAt: 0, requests: 0, longestDrawMs: 0,
-  longestPartialsMs: 0, edits: [], snapshots: [], partialsDrawn: 0, verticesDrawn: 0 };
+  longestPartialsMs: 0, edits: [], snapshots: [], partialsDrawn: 0, verticesDrawn: 0, partialsDecimated: 0, drawsMs: [] };
 window.somaMetrics = metrics;
 
 const app = {
@@ -113,7 +113,10 @@ function draw() {
   app.frame = null;
   if (app.dirty) paint();
   if (app.layerDirty) paintPartials();
-  metrics.longestDrawMs = Math.max(metrics.longestDrawMs || 0, performance.now() - started);
+  const took = performance.now() - started;
+  metrics.longestDrawMs = Math.max(metrics.longestDrawMs || 0, took);
+  metrics.drawsMs.push(took); // each frame's drawing (ms), the last 1,000
+  if (metrics.drawsMs.length > 1000) metrics.drawsMs.splice(0, metrics.drawsMs.length - 1000);
 }
 
 function paintPartials() {
@@ -123,7 +126,7 @@ function paintPartials() {
   lctx.clearRect(0, 0, layer.width, layer.height);
   if (!app.file) return;
   const drawn = drawPartials(lctx, view, app.store, app.selected, app.dpr);
-  metrics.partialsDrawn = drawn.partials; metrics.verticesDrawn = drawn.vertices;
+  metrics.partialsDrawn = drawn.partials; metrics.verticesDrawn = drawn.vertices; metrics.partialsDecimated = drawn.decimated;
   const one = app.selected.size === 1 ? app.store.get([...app.selected][0]) : null;
   if (one && app.tool === 'select') drawHandles(lctx, view, one, app.dpr);
   lctx.strokeStyle = 'rgba(255,255,255,0.8)'; lctx.lineWidth = 1.5 * app.dpr; lctx.setLineDash([5 * app.dpr, 4 * app.dpr]);

@@ -1,5 +1,7 @@
 // Partials on the page: the store kept in step with the backend by edit events, the partials
-// canvas layer (culled by time, batched by colour, thinned to one point per pixel), the
+// canvas layer (culled by time; partials with several points per pixel column drawn as their
+// lowest-to-highest span per column straight into pixels, the others stroked one path per colour
+// with one vertex per pixel), the
 // virtualised list, hit tests, box select and the selection HUD. The backend keeps the document
 // and its history; this module only mirrors it for drawing.
 
@@ -130,20 +132,140 @@ function geometry(view) {
            lfmax: Math.log(view.fmax) };
 }
 
-// Draws the visible partials: selected ones get a white halo; one path per colour and style.
-// Returns {partials, vertices} drawn.
+// ------------------------------------------------------------------ level of detail
+// A partial with more than one point per device-pixel column (a wide window) is drawn decimated:
+// in each column it crosses, the span from the lowest to the highest point of its polyline there
+// (segments crossing a column boundary included), thickened by the line width and written
+// straight into a pixel buffer that is put on the canvas once. That shows every partial's whole
+// extent at a cost of a few operations per point and per column, where stroking thousands of
+// short paths makes the canvas rasterise tens of thousands of stroked edges every frame.
+// Partials with fewer points than columns (zoomed in) are stroked as antialiased paths.
+const opaque = new Map(), faint = new Map(); // CSS colour -> pixel value, at opacity 1 and 0.4
+let colourCtx = null;
+// The pixel value (RGBA bytes as a little-endian uint32) of CSS colour `css`, faint or not.
+function pixelOf(css, isFaint) {
+  const cache = isFaint ? faint : opaque;
+  let v = cache.get(css);
+  if (v !== undefined) return v;
+  let r = 255, g = 255, b = 255, a = 1, norm = css;
+  if (!/^#[0-9a-f]{6}$/i.test(norm)) { // any other CSS colour: the canvas answers #rrggbb or rgba(...)
+    colourCtx = colourCtx || new OffscreenCanvas(1, 1).getContext('2d');
+    colourCtx.fillStyle = '#ffffff'; colourCtx.fillStyle = css;
+    norm = colourCtx.fillStyle;
+  }
+  const hex = /^#([0-9a-f]{6})$/i.exec(norm), rgba = /rgba?\(([^)]+)\)/.exec(norm);
+  if (hex) { const n = parseInt(hex[1], 16); r = n >> 16; g = (n >> 8) & 255; b = n & 255; }
+  else if (rgba) { const c = rgba[1].split(',').map(Number); [r, g, b] = c; if (c.length > 3) a = c[3]; }
+  v = ((Math.round(255 * a * (isFaint ? 0.4 : 1)) << 24) | (b << 16) | (g << 8) | r) >>> 0;
+  cache.set(css, v);
+  return v;
+}
+
+// The pixel buffer of decimated partials (reused from frame to frame: no allocation per frame).
+export class SpanRaster {
+  constructor() {
+    this.image = null; this.px = null; this.w = 0; this.h = 0;
+    this.g = null; this.cols = 0; this.value = 0; this.hy = 0; this.hx = 0; this.dash = 0; // the partial being written
+  }
+
+  begin(w, h) {
+    if (w !== this.w || h !== this.h) { this.image = new ImageData(w, h); this.px = new Uint32Array(this.image.data.buffer); this.w = w; this.h = h; }
+    else this.px.fill(0);
+  }
+
+  // Writes partial p's columns in pixel `value`: each column's span grown by `hy` pixels up and
+  // down and by `hx` columns each side; `dash` (pixels, 0 for none) leaves out every other run
+  // of that many columns. Works in time and log-frequency: a point inside the current column
+  // costs a comparison and a min/max; a segment leaving it is cut at the boundary, so the line
+  // between two points is in both columns. Returns the columns written.
+  partial(p, g, value, hy, hx, dash) {
+    const t = p.t, lf = p.lf, n = p.n, gt0 = g.t0, kx = g.kx, cmax = this.w + hx;
+    const full = p.t0 >= g.t0 && p.t1 <= g.t1;
+    const i0 = full ? 0 : Math.max(0, firstAtOrAfter(t, g.t0) - 1);
+    const i1 = full ? n - 1 : Math.min(n - 1, firstAtOrAfter(t, g.t1));
+    this.g = g; this.cols = 0; this.value = value; this.hy = hy; this.hx = hx; this.dash = dash;
+    let col = Math.floor((t[i0] - gt0) * kx), tb = gt0 + (col + 1) / kx; // tb: where the next column starts
+    let tp = t[i0], vp = lf[i0], lo = vp, hi = vp; // the last point; the column's log-frequency range
+    for (let i = i0 + 1; i <= i1; i++) {
+      const ti = t[i], v = lf[i];
+      if (ti < tb) { if (v < lo) lo = v; else if (v > hi) hi = v; tp = ti; vp = v; continue; }
+      const s = (v - vp) / (ti - tp);
+      const vb = vp + s * (tb - tp); // where the segment leaves the column
+      this.flush(col, vb < lo ? vb : lo, vb > hi ? vb : hi);
+      const c1 = Math.max(col + 1, Math.floor((ti - gt0) * kx));
+      // Columns a long segment passes through without a point (only those in view).
+      for (let c = Math.max(col + 1, -hx - 1), e = Math.min(c1 - 1, cmax); c <= e; c++) {
+        const va = vp + s * (gt0 + c / kx - tp), vc = vp + s * (gt0 + (c + 1) / kx - tp);
+        this.flush(c, va < vc ? va : vc, va < vc ? vc : va);
+      }
+      col = c1;
+      if (col > cmax) break;
+      tb = gt0 + (col + 1) / kx;
+      const ve = vp + s * (gt0 + col / kx - tp); // where it enters this one
+      lo = ve < v ? ve : v; hi = ve < v ? v : ve;
+      tp = ti; vp = v;
+    }
+    this.flush(col, lo, hi);
+    return this.cols;
+  }
+
+  // Writes column `col` from log-frequency hi down to lo (grown by hy rows and hx columns).
+  flush(col, lo, hi) {
+    const W = this.w, hx = this.hx, dash = this.dash;
+    if (col < -hx || col >= W + hx || (dash && Math.floor(col / dash) % 2 === 1)) return;
+    const g = this.g, px = this.px, value = this.value;
+    const ya = Math.max(0, Math.round((g.lfmax - hi) * g.ky + 0.5 - this.hy));
+    const yb = Math.min(this.h, Math.round((g.lfmax - lo) * g.ky + 0.5 + this.hy));
+    const ca = Math.max(0, col - hx), cb = Math.min(W - 1, col + hx);
+    for (let c = ca; c <= cb; c++) for (let k = ya * W + c, e = yb * W; k < e; k += W) px[k] = value;
+    this.cols++;
+  }
+
+  end(ctx) { ctx.putImageData(this.image, 0, 0); }
+}
+
+const raster = new SpanRaster();
+
+// Draws the visible partials: selected ones get a white halo; muted ones are faint and dashed.
+// Dense partials (more points than pixel columns) are decimated into one pixel buffer first,
+// then the others are stroked over it, one path per colour and style.
+// Returns {partials, vertices, decimated} drawn (vertices: stroked vertices plus decimated columns).
 export function drawPartials(ctx, view, store, selected, dpr) {
   const visible = store.inRange(view.t0, view.t1, view.fmin, view.fmax);
   const g = geometry(view);
-  const groups = new Map();
-  let vertices = 0;
   const lw = 2 * dpr;
+  let vertices = 0, decimated = 0;
+  const stroked = [];
+  for (const p of visible) { if (p.n > 1 && p.dt * g.kx < 1) decimated++; else stroked.push(p); }
+  if (decimated) {
+    raster.begin(ctx.canvas.width, ctx.canvas.height);
+    const hy = lw / 2, hx = Math.max(0, Math.round(lw / 2) - 1), halo = Math.max(1, Math.round(1.5 * dpr));
+    const white = pixelOf('#ffffff', false), dash = Math.round(4 * dpr);
+    if (selected.size) {
+      for (const p of visible) {
+        if (selected.has(p.id) && p.n > 1 && p.dt * g.kx < 1) raster.partial(p, g, white, hy + halo, hx + halo, 0);
+      }
+    }
+    for (const p of visible) {
+      if (p.n < 2 || p.dt * g.kx >= 1 || (selected.size && selected.has(p.id))) continue;
+      vertices += raster.partial(p, g, pixelOf(p.color, p.is_muted), hy, hx, p.is_muted ? dash : 0);
+    }
+    // Selected partials last, so no neighbour covers the one the user picked.
+    if (selected.size) {
+      for (const p of visible) {
+        if (!selected.has(p.id) || p.n < 2 || p.dt * g.kx >= 1) continue;
+        vertices += raster.partial(p, g, pixelOf(p.color, p.is_muted), hy, hx, p.is_muted ? dash : 0);
+      }
+    }
+    raster.end(ctx);
+  }
+  const groups = new Map();
   if (selected.size) {
     ctx.beginPath();
-    for (const p of visible) if (selected.has(p.id)) vertices += tracePath(ctx, g, p);
+    for (const p of stroked) if (selected.has(p.id)) vertices += tracePath(ctx, g, p);
     ctx.strokeStyle = '#fff'; ctx.lineWidth = lw + 3 * dpr; ctx.lineJoin = 'round'; ctx.stroke();
   }
-  for (const p of visible) {
+  for (const p of stroked) {
     const key = p.is_muted ? `${p.color}|1` : p.color;
     let list = groups.get(key);
     if (!list) { list = []; groups.set(key, list); }
@@ -158,7 +280,7 @@ export function drawPartials(ctx, view, store, selected, dpr) {
     ctx.stroke();
   }
   ctx.globalAlpha = 1; ctx.setLineDash([]);
-  return { partials: visible.length, vertices };
+  return { partials: visible.length, vertices, decimated };
 }
 
 // The end handles of partial p (canvas pixels): [{end: 'start'|'end', x, y}].
