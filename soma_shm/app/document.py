@@ -166,7 +166,7 @@ class SomaDocument:
         self._parts = parts
         self._order = {pid: i for i, pid in enumerate(parts)}
         self._next_order = len(parts)
-        self._ordered = None
+        self._ordered = tuple(parts.values())  # already in document order
         self.revision += 1
 
     def __len__(self) -> int:
@@ -660,7 +660,7 @@ def project_from_dict(data: Any, project_path: str | os.PathLike | None = None,
     scale = 1.0 if old or ref is None else ref
     if points is not None and len(points.counts) != len(raw):
         raise ParameterError(f"{len(points.counts)} point arrays for {len(raw)} partials")
-    partials, seen, kept = [], set(), []
+    partials, seen, kept, colors = [], set(), [], {}
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             raise ParameterError(f"partial #{i} must be an object with id, is_muted, color, points")
@@ -677,7 +677,11 @@ def project_from_dict(data: Any, project_path: str | os.PathLike | None = None,
         if points is not None:
             if points.counts[i] == 0:
                 continue  # SOMA can keep a partial with no points: nothing to draw or play
-            partials.append((pid, _color(color, f"partial {pid}"), muted))
+            checked = colors.get(color) if isinstance(color, str) else None  # a few colours, many partials
+            if checked is None:
+                checked = _color(color, f"partial {pid}")  # raises unless a '#rgb' / '#rrggbb' string
+                colors[color] = checked
+            partials.append((pid, checked, muted))
             kept.append(i)
             continue
         if isinstance(item.get("points"), list) and not item["points"]:

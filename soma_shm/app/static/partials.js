@@ -41,21 +41,25 @@ export class PartialStore {
   get(id) { return this.byId.get(id); }
 
   // A whole document: the partials' metadata plus one float32 block of all their points.
-  // One pass over the block: each partial's arrays and its statistics together.
+  // One pass over the block: each partial's arrays (views of four arrays of all the points, so
+  // no allocation per partial) and its statistics together.
   setSnapshot(meta, block) {
     this.byId.clear();
-    let k = 0;
+    const total = block.length / 3;
+    const T = new Float64Array(total), F = new Float64Array(total), A = new Float32Array(total), LF = new Float32Array(total);
+    let k = 0, j = 0;
     for (const m of meta) {
-      const n = m.n, t = new Float64Array(n), f = new Float64Array(n), a = new Float32Array(n), lf = new Float32Array(n);
+      const n = m.n, start = j;
       let fmin = Infinity, fmax = 0, lsum = 0;
-      for (let i = 0; i < n; i++, k += 3) {
+      for (let i = 0; i < n; i++, j++, k += 3) {
         const v = block[k + 1];
-        t[i] = block[k]; f[i] = v; a[i] = block[k + 2];
+        T[j] = block[k]; F[j] = v; A[j] = block[k + 2];
         if (v < fmin) fmin = v;
         if (v > fmax) fmax = v;
-        lf[i] = Math.log(v); lsum += lf[i];
+        LF[j] = Math.log(v); lsum += LF[j];
       }
-      this.byId.set(m.id, withStats(m.id, m.color, m.is_muted, t, f, a, lf, fmin, fmax, lsum));
+      this.byId.set(m.id, withStats(m.id, m.color, m.is_muted, T.subarray(start, j), F.subarray(start, j),
+                                    A.subarray(start, j), LF.subarray(start, j), fmin, fmax, lsum));
     }
     this.sorted = [...this.byId.values()].sort((p, q) => (before(p, q) ? -1 : before(q, p) ? 1 : 0));
     this.maxSpan = this.sorted.reduce((s, p) => Math.max(s, p.t1 - p.t0), 0);
