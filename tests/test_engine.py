@@ -307,6 +307,7 @@ def test_bad_input_is_rejected_in_the_caller_and_nothing_changes(tone, tmp_path)
         with pytest.raises(soma_shm.EngineClosed, match="no file is open"):
             eng.submit_viewport(0, 1, 50, 5_000, 10, 10)
         eng.open(x, sample_rate=fs)
+        assert eng.wait_ready(120)  # spares still starting would change the pids below
         pids = sorted(eng.worker_pids())
         with pytest.raises(soma_shm.ParameterError, match="t0=2.0 must be before t1=1.0"):
             eng.submit_viewport(2.0, 1.0, 50, 5_000, 10, 10)
