@@ -55,7 +55,7 @@ def child(path: str, repeats: int) -> dict:
         # decodes: "first overview" is when the first one with something in it came back.
         import threading
 
-        opens, firsts = [], []
+        opens, firsts, stages = [], [], []
         for _ in range(max(1, repeats)):
             seen: list[float] = []
             stop = threading.Event()
@@ -73,11 +73,14 @@ def child(path: str, repeats: int) -> dict:
             poller.start()
             info = eng.open(path)
             opens.append(time.perf_counter() - t)
+            stages.append(eng.stats()["open"])
             stop.set()
             poller.join()
             firsts.append(seen[0] if seen else float("nan"))
         out["open_runs_s"] = opens
         out["open_s"] = _util.median(opens)
+        # Where the time of an open went (soma_shm._files.load), medians per stage.
+        out["open_stages_s"] = {k: _util.median([st.get(k, 0.0) for st in stages]) for k in stages[0]}
         out["first_overview_runs_s"] = firsts
         out["first_overview_s"] = _util.median(firsts) if all(f == f for f in firsts) else float("nan")
         out["load_avg_1min"] = os.getloadavg()[0]
@@ -178,6 +181,11 @@ def main(argv=None) -> int:
         "worker USS MB", "35 s view ms", "2 min view ms", "10 min view ms", "whole-file view ms",
     ]))
     print("open: decode + reference level + pyramid, kernels already loaded (as the app loads them at start)")
+    print("open stages (medians, s): blocks = shared blocks made; decode = decoding (and, for 16-bit and lossy")
+    print("  files, the pyramid built alongside); after_decode = what waits for the last sample; old_file_closed =")
+    print("  the previous file's blocks released; cpu = this process's CPU seconds over the open")
+    for key, r in results["runs"].items():
+        print(f"  {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in r["open_stages_s"].items()))
     print("view ms: request -> image in the slot, median (speed-up over computing it from the audio, same run)")
     print("targets (1 h, 48 kHz 16-bit WAV): open + overview <= 3 s; caller peak RSS - audio <= 300 MB;")
     print("  workers do not grow with the file; any view wider than 30 s <= 30 ms. 3 h: bounds scaled by length.")

@@ -35,6 +35,7 @@ class Opened:
     pyramid: Any = None
     pyramid_build_s: float = 0.0
     mix_block: Any = None  # the resynthesis mix (soma_shm.ipc.mix), made on first use
+    stages: dict | None = None  # seconds per stage of the open (see load)
 
     def pyramid_stats(self) -> dict | None:
         pyr = self.pyramid
@@ -83,8 +84,17 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
          progress: Callable[[str, float], None] | None,
          building: Callable[[Any], None] | None = None) -> Opened:
     """``building(build)`` is told the :class:`soma_shm.pyramid.ProgressiveBuild` of a long
-    16-bit or lossy file while it decodes (see :func:`_build_while_decoding`)."""
+    16-bit or lossy file while it decodes (see :func:`_build_while_decoding`).
+
+    The file's ``stages`` say where the time went, in seconds: ``blocks`` (shared blocks made),
+    ``decode`` (decoding, and for a long 16-bit or lossy file the pyramid built alongside),
+    ``after_decode`` (what waits for the last sample: the pyramid's last blocks, the 0 dB
+    level, or the whole pyramid when it is built after decoding), ``total`` and ``cpu`` (this
+    process's CPU seconds over the open, every thread).
+    """
     from .ipc.blocks import AudioBlock
+
+    stamps = {"start": time.perf_counter(), "cpu": _cpu_s()}
 
     if isinstance(source, (str, os.PathLike)):
         from .audio import audio_info, decode_into
@@ -101,10 +111,12 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
             on_decode = None if progress is None else (lambda f: progress("decode", f))
             if with_pyramid:
                 built = _build_while_decoding(source, finfo, samples, settings, generation, on_decode, progress,
-                                              building)
+                                              building, stamps)
                 if built is not None:
                     built.audio_block, built.path, built.channels = block, path, channels
+                    built.stages = _stages(stamps)
                     return built
+            stamps["blocks"] = time.perf_counter()
             decode_into(source, samples, on_decode)
         except BaseException:
             samples = None
@@ -121,9 +133,11 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
         path, frames = None, int(data.shape[0])
         block = AudioBlock.create(frames, fs, generation)
         samples = block.samples()
+        stamps["blocks"] = time.perf_counter()
         samples[:] = data
         if progress is not None:
             progress("decode", 1.0)
+    stamps["decoded"] = time.perf_counter()
     opened = Opened(path, frames, fs, channels, block, samples, 1.0)
     try:
         from . import render
@@ -136,7 +150,22 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
     except BaseException:
         opened.discard()
         raise
+    opened.stages = _stages(stamps)
     return opened
+
+
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _stages(stamps: dict) -> dict:
+    end = time.perf_counter()
+    blocks, decoded = stamps.get("blocks", stamps["start"]), stamps.get("decoded", end)
+    return {"blocks": blocks - stamps["start"], "decode": decoded - blocks, "after_decode": end - decoded,
+            "total": end - stamps["start"], "cpu": _cpu_s() - stamps["cpu"]}
 
 
 def _build_pyramid(opened: Opened, settings, generation: int, progress) -> None:
@@ -156,7 +185,7 @@ def _build_pyramid(opened: Opened, settings, generation: int, progress) -> None:
 
 
 def _build_while_decoding(source, finfo, samples, settings, generation: int, on_decode, progress,
-                          building) -> Opened | None:
+                          building, stamps: dict) -> Opened | None:
     """Long 16-bit or lossy files: decode and build the pyramid at once, so that a partial
     overview exists while the rest decodes. Returns the file (its audio block still to be set by
     the caller), or None for files decoded first and built after."""
@@ -170,10 +199,15 @@ def _build_while_decoding(source, finfo, samples, settings, generation: int, on_
     fs = finfo.sample_rate
     layout = pm.PyramidLayout.for_recording(finfo.frames, fs, settings.stft_nfft(fs), settings.stft_hop(fs))
     pyramid_block = PyramidBlock.create(layout, generation)
-    t = time.perf_counter()
+    t = stamps["blocks"] = time.perf_counter()
+
+    def decode(on_range):
+        audio.decode_into(source, samples, on_decode, on_range=on_range)
+        stamps["decoded"] = time.perf_counter()
+
     try:
         pyramid, reference = pm.build_while_decoding(
-            lambda on_range: audio.decode_into(source, samples, on_decode, on_range=on_range),
+            decode,
             samples, fs, settings, pyramid_block.levels_buffer(), full_scale,
             lambda a: render.reference_level(a, fs, settings),
             # The pyramid's own progress runs alongside the decode's: reported once, at its end.

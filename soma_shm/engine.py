@@ -12,6 +12,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import time
 import weakref
 from typing import Any, Callable, Literal
 
@@ -151,7 +152,10 @@ class Engine:
         self.amp_reference = opened.reference
         self._info = FileInfo(opened.path, opened.frames, opened.sample_rate, opened.channels, self._generation)
         if old is not None:
+            t = time.perf_counter()
             old.discard()  # workers still mapping it keep their mapping; the name goes now
+            if opened.stages is not None:
+                opened.stages["old_file_closed"] = time.perf_counter() - t
         log.info("open %s frames=%d fs=%g generation=%d", opened.path or "<array>", opened.frames,
                  opened.sample_rate, self._generation)
         return self._info
@@ -252,12 +256,14 @@ class Engine:
         crashes, dropped, bytes/messages over the pipes, worker pids (``workers``; ``busy_pid``
         and ``idle_pids``), startup latencies, and the slots (``total``, ``computing``,
         ``capacity_bytes``); ``pyramid``: the open file's pyramid (``bytes``, ``levels``,
-        ``build_s``) or None. A snapshot: never waits for the workers."""
+        ``build_s``) or None; ``open``: seconds per stage of the last open
+        (:func:`soma_shm._files.load`). A snapshot: never waits for the workers."""
         out: dict[str, Any] = self._sup.stats()
         out["start_method"] = self.options.method
         out["generation"] = self._generation
         opened = self._files.get("open")
         out["pyramid"] = None if opened is None else opened.pyramid_stats()
+        out["open"] = None if opened is None else opened.stages
         return out
 
     def worker_pids(self, role: Role | None = None) -> list[int]:
