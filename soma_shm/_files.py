@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -70,14 +71,39 @@ class Opened:
             self.mix_block = MixBlock.create(self.frames, self.sample_rate, generation)
         return self.mix_block
 
-    def discard(self) -> None:
-        """Close and unlink the blocks (the views first)."""
+    def discard(self, background: bool = False) -> None:
+        """Unlink and close the blocks (the views first).
+
+        The names go at once; unmapping, which frees the memory (half a second for an hour of
+        audio), is left to a thread when ``background`` (a file replaced by the next one:
+        :func:`wait_released` waits for it).
+        """
         self.samples = self.pyramid = None
-        for block in (self.pyramid_block, self.audio_block, self.mix_block):
-            if block is not None:
-                block.close()
-                block.unlink()
+        blocks = [b for b in (self.pyramid_block, self.audio_block, self.mix_block) if b is not None]
         self.audio_block = self.pyramid_block = self.mix_block = None
+        for block in blocks:
+            block.unlink()
+        if not background:
+            for block in blocks:
+                block.close()
+            return
+        with _releasing_lock:
+            _releasing[:] = [t for t in _releasing if t.is_alive()]
+            thread = threading.Thread(target=lambda: [b.close() for b in blocks], name="soma-release", daemon=True)
+            _releasing.append(thread)
+            thread.start()
+
+
+_releasing: list[threading.Thread] = []
+_releasing_lock = threading.Lock()
+
+
+def wait_released(timeout: float = 30.0) -> None:
+    """Wait until the blocks of replaced files are unmapped (:meth:`Opened.discard`)."""
+    with _releasing_lock:
+        threads = list(_releasing)
+    for t in threads:
+        t.join(timeout)
 
 
 def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, generation: int,

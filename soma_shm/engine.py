@@ -36,10 +36,13 @@ _ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 def _shutdown(supervisor, files: dict) -> None:
     """Stop the workers and unlink every block (close(), a dropped engine, or interpreter exit)."""
+    from ._files import wait_released
+
     supervisor.close()
     for opened in files.values():
         opened.discard()
     files.clear()
+    wait_released()
     log.info("engine closed pid=%d", os.getpid())
 
 
@@ -153,7 +156,9 @@ class Engine:
         self._info = FileInfo(opened.path, opened.frames, opened.sample_rate, opened.channels, self._generation)
         if old is not None:
             t = time.perf_counter()
-            old.discard()  # workers still mapping it keep their mapping; the name goes now
+            # Workers still mapping it keep their mapping; the names go now, the memory is
+            # unmapped in a thread (the new file need not wait for it).
+            old.discard(background=True)
             if opened.stages is not None:
                 opened.stages["old_file_closed"] = time.perf_counter() - t
         log.info("open %s frames=%d fs=%g generation=%d", opened.path or "<array>", opened.frames,

@@ -290,7 +290,7 @@ def build_pyramid(
     for i in range(BUILD_STRIPS):
         if edges[i + 1] > edges[i]:
             kp.build_base(a, plan.window, layout.hop, layout.frames, layout.frames_per_block, lut,
-                          int(edges[i]), int(edges[i + 1]), base)
+                          int(edges[i]), int(edges[i + 1]), base, *_NO_REFERENCE)
         if progress is not None:
             progress(0.95 * (i + 1) / BUILD_STRIPS)
     for lo, hi in zip(pyr.levels[:-1], pyr.levels[1:]):
@@ -300,6 +300,10 @@ def build_pyramid(
     return pyr
 
 
+_NO_REFERENCE = (np.zeros(0, np.int64), np.zeros((0, 1), np.float64), np.zeros((1, 2, 1), np.float64),
+                 np.zeros((1, 2), np.int64))  # build_base's column pooling, unused
+
+
 class ProgressiveBuild:
     """A file's pyramid built while the file decodes, range by range, so that a partial overview
     can be shown before the rest is there.
@@ -307,10 +311,15 @@ class ProgressiveBuild:
     The bytes must be written before the file's 0 dB level (its ``amp_reference``, which needs
     the whole recording) is known, so they are quantised against ``full_scale``, a magnitude no
     bin of the recording can exceed: 2.0 for integer PCM (a bin's calibrated magnitude is at most
-    twice the largest sample). :meth:`finish` then moves every byte by the whole number of 0.5 dB
-    steps that puts byte 255 within a quarter step of ``HEADROOM_DB`` above the reference, which
-    is exactly what :func:`build_pyramid` would have written with that top, except that bins more
-    than 127 dB below ``full_scale`` (below 16-bit quantisation noise) stay "below the range".
+    twice the largest sample). Byte 255 stays there: the views are what :func:`build_pyramid`
+    gives with that top (the same 0.5 dB grid and magnitudes), covering 127 dB below full scale
+    (below 16-bit quantisation noise) whatever the file's level, with no pass over the bytes
+    once the level is known.
+
+    The same transforms give the file's 0 dB level (:meth:`reference`): each frame's power
+    spectrum is also pooled into the columns of :func:`soma_shm.render.reference_view`, so the
+    level is :func:`soma_shm.render.reference_level` bit for bit without a second pass of FFTs
+    over the recording after it has decoded.
 
     Parameters
     ----------
@@ -342,6 +351,29 @@ class ProgressiveBuild:
         self._ranges: dict[int, tuple[int, int]] = {}
         self._lock = threading.Lock()
         self.built_blocks = 0
+        self._ref = self._reference_columns(fs)
+
+    def _reference_columns(self, fs: float):
+        """Frame -> column of the reference image, its plan and the pooled power per column; None
+        when a column holds no frame (a recording of fewer frames than columns: the level is then
+        computed from the audio)."""
+        from .render import reference_view
+
+        lay = self.layout
+        t0, t1, fmin, fmax, width, height = reference_view(lay.samples, fs)
+        col_a, col_b = column_bounds(t0, t1, width, fs)
+        ja, jb = (col_a + lay.hop - 1) // lay.hop, col_b // lay.hop
+        if (jb < ja).any() or ja[0] != 0 or jb[-1] != lay.frames - 1 or (ja[1:] != jb[:-1] + 1).any():
+            return None
+        plan = stft_plan(fs, fmin, fmax, height, self.settings)
+        col = np.repeat(np.arange(width, dtype=np.int64), jb - ja + 1)
+        from .kernel_cache import kernels
+
+        tasks = kernels("pyramid").BUILD_TASKS
+        power = np.zeros((width, lay.nbins), dtype=np.float64)
+        edge = np.zeros((tasks, 2, lay.nbins), dtype=np.float64)
+        edge_col = np.full((tasks, 2), -1, dtype=np.int64)
+        return plan, col, power, edge, edge_col
 
     def add(self, key: int, start: int, stop: int) -> None:
         """Samples ``start:stop`` are decoded (``key`` names the decoder; its range only grows)."""
@@ -387,7 +419,15 @@ class ProgressiveBuild:
             cuts = np.flatnonzero(np.diff(todo) > 1) + 1
             for run in np.split(todo, cuts):
                 b0, b1 = int(run[0]), int(run[-1]) + 1
-                kp.build_base(audio, self.window, lay.hop, lay.frames, lay.frames_per_block, self.lut, b0, b1, base)
+                if self._ref is None:
+                    kp.build_base(audio, self.window, lay.hop, lay.frames, lay.frames_per_block, self.lut, b0, b1,
+                                  base, *_NO_REFERENCE)
+                else:
+                    _, col, power, edge, edge_col = self._ref
+                    kp.build_base(audio, self.window, lay.hop, lay.frames, lay.frames_per_block, self.lut, b0, b1,
+                                  base, col, power, edge, edge_col)
+                    used = edge_col >= 0
+                    np.maximum.at(power, edge_col[used], edge[used])
                 self.built[b0:b1] = True
                 made += b1 - b0
                 self._reduce(kp, b0, b1)
@@ -404,26 +444,25 @@ class ProgressiveBuild:
     def fraction(self) -> float:
         return self.built_blocks / max(1, self.layout.blocks[0])
 
-    def finish(self, reference: float) -> Pyramid:
-        """Build what is left, then move the bytes to the file's 0 dB level ``reference``."""
+    def reference(self) -> float | None:
+        """The file's 0 dB level (:func:`soma_shm.render.reference_level` of the audio, bit for
+        bit) once every block is built; None when it has to be computed from the audio."""
+        if self._ref is None or not self.built.all():
+            return None
+        from .kernel_cache import kernels
+        from .render import reference_peak
+
+        plan, _, power, _, _ = self._ref
+        peak = kernels("stft").pooled_columns_peak(power, plan.bin_row, plan.interp_k, plan.interp_w, plan.log_fmax,
+                                                   plan.log_step, plan.sample_rate / plan.nfft, plan.scale)
+        return reference_peak(peak)
+
+    def finish(self) -> Pyramid:
+        """Build what is left; returns the complete pyramid (byte 255 at ``full_scale``)."""
         self.step()
         if not self.built.all():
             raise _validate.AudioFormatError("the pyramid is incomplete: parts of the file were never decoded")
-        if not (isinstance(reference, (int, float, np.floating)) and math.isfinite(reference) and reference > 0):
-            raise _validate.ParameterError(f"reference={reference!r} must be a positive magnitude (the file's 0 dB level)")
-        pyr = self.pyramid
-        want_db = 20.0 * math.log10(float(reference)) + HEADROOM_DB
-        shift = int(round((20.0 * math.log10(pyr.top) - want_db) / DB_STEP))
-        if shift:
-            q = np.arange(256, dtype=np.int64) + shift
-            remap = np.clip(q, 0, 255).astype(np.uint8)
-            remap[0] = 0  # below the range stays below it
-            buf = pyr.buffer[: self.layout.nbytes]
-            step = 1 << 24
-            for i in range(0, buf.shape[0], step):
-                buf[i : i + step] = remap[buf[i : i + step]]
-        top = pyr.top * 10.0 ** (-shift * DB_STEP / 20.0)
-        return Pyramid(self.layout, pyr.buffer, top, pyr.scale)
+        return self.pyramid
 
 
 PROGRESSIVE_MIN_SAMPLES = 1 << 22  # ~1.5 min at 48 kHz: shorter files are decoded before building
@@ -445,9 +484,9 @@ def build_while_decoding(
     A builder thread turns every complete part of the audio into pyramid blocks while the
     decoders go on, calling ``progress(fraction built)`` and ``on_partial(build)`` (whose
     ``build.pyramid`` is the partial pyramid: blocks not built yet read as silence) after each
-    step. When decoding ends the rest is built, the file's 0 dB level is computed
-    (``reference_of(audio)``) and the bytes are moved to it (:meth:`ProgressiveBuild.finish`).
-    Returns ``(pyramid, reference)``.
+    step. When decoding ends the rest is built (:meth:`ProgressiveBuild.finish`) and the file's 0 dB
+    level is read from the pooled columns (:meth:`ProgressiveBuild.reference`; ``reference_of(audio)``
+    only for recordings too short for them). Returns ``(pyramid, reference)``.
     """
     import threading
 
@@ -477,8 +516,10 @@ def build_while_decoding(
         builder.join()
     if errors:
         raise errors[0]
-    reference = reference_of(audio)
-    pyramid = build.finish(reference)
+    pyramid = build.finish()
+    reference = build.reference()
+    if reference is None:
+        reference = reference_of(audio)
     if progress is not None:
         progress(1.0)
     return pyramid, reference

@@ -299,20 +299,33 @@ def tone_thresholds(amp_reference: float, settings: AnalysisSettings) -> np.ndar
     return amp_reference * 10.0 ** (db / 20.0)
 
 
+def reference_view(samples: int, sample_rate: float) -> tuple[float, float, float, float, int, int]:
+    """The image whose peak is a file's 0 dB level (:func:`reference_level`): ``(t0, t1, fmin,
+    fmax, width, height)`` of a coarse (256 x 64) pooled STFT of the whole file."""
+    fmax = 0.49 * sample_rate
+    return 0.0, samples / sample_rate, min(20.0, fmax / 4), fmax, 256, 64
+
+
+def reference_peak(peak: float) -> float:
+    """A file's 0 dB level from the peak of its :func:`reference_view` image (1.0 for silence)."""
+    peak = float(peak)
+    return peak if peak > 0 and math.isfinite(peak) else 1.0
+
+
 def reference_level(audio: Any, sample_rate: float, settings: AnalysisSettings | None = None) -> float:
     """The amplitude a file shows at 0 dB: the largest magnitude of a coarse (256 x 64) pooled
     STFT of the whole file (the overview's kernel and scale; max-pooling keeps every frame's
     peak). Computed once per file so brightness never jumps while zooming; the engine, the batch
-    pipeline and the command line use this same function, so their images are identical.
+    pipeline and the command line use this same function, so their images are identical (a long
+    file the engine decodes range by range gets the same value, bit for bit, from the transforms
+    of its pyramid: :class:`soma_shm.pyramid.ProgressiveBuild`).
 
     Returns 1.0 for silence.
     """
     fs = _validate.sample_rate(sample_rate)
     a = _validate.audio_array(audio, check_finite=False)
-    fmax = 0.49 * fs
-    mag = stft_image(a, fs, 0.0, a.shape[0] / fs, min(20.0, fmax / 4), fmax, 256, 64, settings, check_finite=False)
-    peak = float(mag.max())
-    return peak if peak > 0 and math.isfinite(peak) else 1.0
+    mag = stft_image(a, fs, *reference_view(a.shape[0], fs), settings, check_finite=False)
+    return reference_peak(mag.max())
 
 
 CWT_BYTES_PER_SAMPLE = 16

@@ -74,7 +74,9 @@ def _task_tonemap() -> None:
 
 
 def _task_pyramid() -> None:
-    from .pyramid import Pyramid, build_pyramid
+    import numpy as np
+
+    from .pyramid import ProgressiveBuild, Pyramid, PyramidLayout, build_pyramid
 
     x, fs = _signal()
     pyr = build_pyramid(x, fs, reference=1.0)
@@ -82,6 +84,13 @@ def _task_pyramid() -> None:
     levels.flags.writeable = False  # a worker's mapping of the shared block
     for p in (pyr, Pyramid(pyr.layout, levels, pyr.top, pyr.scale)):
         p.image(0.0, 0.5, 100, 2000, 8, 4)
+    # Built while decoding, with the 0 dB level pooled from the same transforms.
+    x = np.tile(x, 64)  # enough frames for every column of the 0 dB level's image
+    lay = PyramidLayout.for_recording(x.size, fs, pyr.layout.nfft, pyr.layout.hop)
+    build = ProgressiveBuild(x, fs, None, np.zeros(lay.nbytes, np.uint8))
+    build.add(0, 0, x.size)
+    build.finish()
+    assert build.reference() is not None
 
 
 def _task_synth() -> None:

@@ -25,25 +25,67 @@ BUILD_TASKS = 64  # parallel tasks per build call (contiguous runs of blocks)
 FFT_BLOCKS = 4  # blocks transformed per FFT call while building level 0 (8 frames at 50 % overlap)
 
 
+@jit
+def _keep_column(acc, col, t, first_col, last_col, ref_power, ref_edge):
+    """Pool one task's part of reference column ``col`` (see build_base)."""
+    if col < 0:
+        return
+    if col == first_col:
+        dst = ref_edge[t, 0]
+    elif col == last_col:
+        dst = ref_edge[t, 1]
+    else:  # every frame of this column is in this task: no other task writes it
+        dst = ref_power[col]
+    for k in range(acc.shape[0]):
+        if acc[k] > dst[k]:
+            dst[k] = acc[k]
+
+
 @jit_parallel
-def build_base(audio, window, hop, n_frames, frames_per_block, lut, b_start, b_stop, base):
+def build_base(audio, window, hop, n_frames, frames_per_block, lut, b_start, b_stop, base,
+               ref_col, ref_power, ref_edge, ref_edge_col):
     """Fill blocks ``b_start..b_stop-1`` of level 0 (``base``: (blocks, nfft//2+1) uint8).
 
     Frames ``j >= n_frames`` (centred beyond the last sample) are not part of the transform and
     are left out of the last block. Each task walks its share of blocks ``FFT_BLOCKS`` at a time:
     small FFT batches stay in cache (a batch of 128 frames of 2048 ran 3x slower per frame).
+
+    From the same transforms it pools the power spectrum of another image's columns (the file's
+    0 dB level is the peak of a coarse whole-file image, :func:`soma_shm.render.reference_level`):
+    frame ``j`` belongs to column ``ref_col[j]`` (``ref_col`` empty: no pooling). Power is pooled
+    in float64 exactly as :func:`.stft.stft_pooled_image` pools it. A column whose frames all lie
+    inside one task is pooled straight into ``ref_power[col]``; the first and last column of task
+    ``t`` (which a neighbouring task or a later call may share) go to ``ref_edge[t, 0 or 1]``,
+    named by ``ref_edge_col[t]`` (-1: none), for the caller to fold into ``ref_power``.
     """
     nfft = window.shape[0]
     nb = base.shape[1]
     F = frames_per_block
     total = b_stop - b_start
     ntasks = max(1, min(BUILD_TASKS, total // FFT_BLOCKS))
+    with_ref = ref_col.shape[0] > 0
+    for t in range(ref_edge_col.shape[0]):
+        ref_edge_col[t, 0] = -1
+        ref_edge_col[t, 1] = -1
     for t in prange(ntasks):
         t0 = b_start + t * total // ntasks
         t1 = b_start + (t + 1) * total // ntasks
+        if t1 <= t0:
+            continue
         frames = np.empty((FFT_BLOCKS * F, nfft), dtype=np.float32)
         pooled = np.empty(nb, dtype=np.float32)
         bits = pooled.view(np.uint32)
+        acc = np.zeros(nb if with_ref else 0, dtype=np.float64)
+        first_col = last_col = cur = -1
+        if with_ref:
+            first_col = ref_col[t0 * F]
+            last_col = ref_col[min(t1 * F, n_frames) - 1]
+            for s in range(2):
+                for k in range(nb):
+                    ref_edge[t, s, k] = 0.0
+            ref_edge_col[t, 0] = first_col
+            if last_col != first_col:
+                ref_edge_col[t, 1] = last_col
         for b0 in range(t0, t1, FFT_BLOCKS):
             b1 = min(t1, b0 + FFT_BLOCKS)
             part = frames[: (b1 - b0) * F]
@@ -53,16 +95,26 @@ def build_base(audio, window, hop, n_frames, frames_per_block, lut, b_start, b_s
                 for k in range(nb):
                     pooled[k] = 0.0
                 for f in range(F):
-                    if (b0 + b) * F + f >= n_frames:
+                    j = (b0 + b) * F + f
+                    if j >= n_frames:
                         break
                     row = b * F + f
+                    if with_ref and ref_col[j] != cur:
+                        _keep_column(acc, cur, t, first_col, last_col, ref_power, ref_edge)
+                        cur = ref_col[j]
+                        for k in range(nb):
+                            acc[k] = 0.0
                     for k in range(nb):
                         v = spec[row, k]
                         p = float(v.real) * float(v.real) + float(v.imag) * float(v.imag)
                         if p > pooled[k]:
                             pooled[k] = p
+                        if with_ref and p > acc[k]:
+                            acc[k] = p
                 for k in range(nb):
                     base[b0 + b, k] = lut[bits[k] >> 16]
+        if with_ref:
+            _keep_column(acc, cur, t, first_col, last_col, ref_power, ref_edge)
 
 
 @jit_parallel

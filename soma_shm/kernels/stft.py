@@ -101,6 +101,25 @@ def bins_to_rows(power, bin_row, interp_k, interp_w, log_fmax, log_step, bin_hz,
                 rows[r] = p
 
 
+@jit
+def pooled_columns_peak(power, bin_row, interp_k, interp_w, log_fmax, log_step, bin_hz, scale):
+    """The largest pixel (float32 magnitude) of a pooled STFT image whose column ``c`` pooled the
+    power spectrum ``power[c]``: what :func:`stft_pooled_image` would write, maximised, for
+    columns pooled elsewhere (:func:`.pyramid.build_base`). NaN if any pixel is NaN."""
+    H = interp_k.shape[0]
+    rows = np.empty(H, dtype=np.float64)
+    peak = np.float32(0.0)
+    for c in range(power.shape[0]):
+        bins_to_rows(power[c], bin_row, interp_k, interp_w, log_fmax, log_step, bin_hz, rows)
+        for r in range(H):
+            m = np.float32(math.sqrt(rows[r]) * scale)
+            if m != m:
+                return m
+            if m > peak:
+                peak = m
+    return peak
+
+
 @jit_parallel
 def stft_pooled_image(
     audio, window, hop, scale, bin_row, interp_k, interp_w, log_fmax, log_step, sample_rate, col_a, col_b, out
