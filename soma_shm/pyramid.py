@@ -15,11 +15,15 @@ Size: (nfft/2 + 1) bytes per block, about 1/7 of the float32 audio at the defaul
 
 A view (:meth:`Pyramid.image`) picks the finest level that gives each column at least
 ``MIN_BLOCKS_PER_COLUMN`` blocks (level 0 when even that is too coarse), takes per column the
-maximum of the blocks centred in it and maps bins to rows exactly as :func:`soma_shm.stft_image`
-does. Against ``stft_image`` a view differs by at most half a quantisation step (plus the Hann
-peak refinement of the quantised values, < 0.2 dB) and in where a frame near a column edge is
-counted (at most half a block away, i.e. <= 1/8 of a column above level 0): it is the same
-picture, cut in milliseconds from memory instead of recomputed from hours of audio.
+maximum of the blocks centred in it (the view's first and last column also the block across
+the view's edge, so no frame of the view is left out) and maps bins to rows as
+:func:`soma_shm.stft_image` does. It is the same picture, cut in milliseconds from memory
+instead of recomputed from hours of audio, but not the same pixels (docs/design.md,
+"Numerical contract"): a frame near a column edge is counted in the neighbouring column (at
+most half a block away: one hop at level 0, <= 1/8 of a column above), which moves a
+transient's whole level by one column; bytes are within half a 0.5 dB step; and a spectral
+peak refined from two quantised neighbours may land one row over with up to 1.42 dB more or
+less gain.
 """
 
 from __future__ import annotations

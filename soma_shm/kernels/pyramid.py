@@ -135,8 +135,9 @@ COLUMNS_PER_TASK = 16  # columns a task makes before writing them out row by row
 
 
 @jit
-def _block_range(ca, cb, hop, S, nblocks, last_frame):
-    """First and last block a column holding samples ``ca..cb`` takes (see pyramid_image)."""
+def _block_range(ca, cb, hop, S, nblocks, last_frame, first, last):
+    """First and last block a column holding samples ``ca..cb`` takes (see pyramid_image);
+    ``first``/``last``: the view's first/last column."""
     half = 0.5 * (S - 1)
     ja = (ca + hop - 1) // hop
     jb = cb // hop
@@ -144,6 +145,12 @@ def _block_range(ca, cb, hop, S, nblocks, last_frame):
     hi = int(math.ceil((jb + 0.5 - half) / S)) - 1
     if jb >= last_frame:
         hi = nblocks - 1
+    if ja <= jb:
+        # At the view's edges, the block across the edge holds frames of the view: taken too.
+        if first:
+            lo = min(lo, ja // S)
+        if last:
+            hi = max(hi, jb // S)
     lo = max(lo, 0)
     hi = min(hi, nblocks - 1)
     if hi < lo:
@@ -216,8 +223,10 @@ def pyramid_image(
     Column ``c`` holds the frames centred in samples ``col_a[c]..col_b[c]``; it takes the blocks
     whose centre frame index ``b*S + (S-1)/2`` lies in ``[ja - 1/2, jb + 1/2)`` of its first and
     last frame ``ja, jb`` (adjacent columns split the blocks between them, none is lost), the
-    last column also every block after it, and a column that holds no block centre the block
-    nearest its centre.
+    last column of the file also every block after it, the view's first and last column also the
+    block across the view's edge (so a frame inside the view is never left out: a block centred
+    outside the view still holds it), and a column that holds no block centre the block nearest
+    its centre.
 
     Rows are made as :func:`.stft.bins_to_rows` makes them from the dequantised spectrum (but for
     ties between neighbouring bytes, see below), in the byte domain: a row's plain maximum is a byte maximum (``mag_of[q]`` is the calibrated
@@ -240,7 +249,7 @@ def pyramid_image(
         rows = np.empty(H, dtype=np.float32)
         tile = np.empty((H, c1 - c0), dtype=np.float32)
         for c in range(c0, c1):
-            lo, hi = _block_range(col_a[c], col_b[c], hop, S, nblocks, n_frames - 1)
+            lo, hi = _block_range(col_a[c], col_b[c], hop, S, nblocks, n_frames - 1, c == 0, c == W - 1)
             for k in range(nb):
                 q[k] = level[lo, k]
             for b in range(lo + 1, hi + 1):
