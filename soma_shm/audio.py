@@ -197,6 +197,8 @@ def decode_into(
                 except Exception:  # a part beyond the data actually present: truncated
                     return
             block = np.empty((min(CHUNK_FRAMES, stop - start), info.channels), dtype=read_dtype)
+            mixing = read_dtype == "int16" and info.channels in (2, 4, 8)
+            floats = np.empty(block.shape, dtype=np.float32) if mixing else None
             while done < stop:
                 try:
                     n = len(f.read(min(len(block), stop - done), dtype=read_dtype, always_2d=True,
@@ -208,12 +210,15 @@ def decode_into(
                 dest = out[done : done + n]
                 if scale is not None and info.channels == 1:
                     np.multiply(block[:n, 0], scale, out=dest, casting="unsafe")
-                elif read_dtype == "int16" and info.channels in (2, 4, 8):
+                elif mixing:
                     # A float32 sum of int16 samples is exact, and so is the power-of-two scale:
-                    # the same samples as the int64 sum below, in a fraction of its time.
-                    np.add(block[:n, 0], block[:n, 1], out=dest, dtype=np.float32)
+                    # the same samples as the int64 sum below, in a fraction of its time (the
+                    # contiguous conversion first: half the time of adding strided int16 columns).
+                    fl = floats[:n]
+                    fl[:] = block[:n]
+                    np.add(fl[:, 0], fl[:, 1], out=dest)
                     for c in range(2, info.channels):
-                        np.add(dest, block[:n, c], out=dest, dtype=np.float32)
+                        np.add(dest, fl[:, c], out=dest)
                     dest *= np.float32(scale / info.channels)
                 elif scale is not None:
                     src = block[:n].sum(axis=1, dtype=np.int64)
