@@ -6,7 +6,17 @@ PIP_EXTRAS = test,perf,app,dask
 
 .PHONY: setup setup-apt setup-pip warmup demo test perf clean-shm
 
-setup: setup-apt setup-pip warmup
+# On a machine whose Python already has the packages the kernels need, they compile while pip
+# installs the project (pip mostly waits for the package index, the compile needs the cores);
+# otherwise, and if that compile failed, after it.
+setup: setup-apt
+	@if $(PY) -c "import numba, rocket_fft, numpy, scipy, soundfile" >/dev/null 2>&1; then \
+	  $(PY) -m soma_shm warmup & warm=$$!; \
+	  $(MAKE) --no-print-directory setup-pip || { kill $$warm 2>/dev/null; wait $$warm; exit 1; }; \
+	  wait $$warm || $(PY) -m soma_shm warmup; \
+	else \
+	  $(MAKE) --no-print-directory warmup; \
+	fi
 
 setup-apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
