@@ -112,7 +112,8 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
     """``building(build)`` is told the :class:`soma_shm.pyramid.ProgressiveBuild` of a long
     16-bit or lossy file while it decodes (see :func:`_build_while_decoding`).
 
-    The file's ``stages`` say where the time went, in seconds: ``blocks`` (shared blocks made),
+    The file's ``stages`` say where the time went, in seconds: ``blocks`` (shared blocks made,
+    after the file replaced just before is unmapped),
     ``decode`` (decoding, and for a long 16-bit or lossy file the pyramid built alongside),
     ``after_decode`` (what waits for the last sample: the pyramid's last blocks, the 0 dB
     level, or the whole pyramid when it is built after decoding), ``total`` and ``cpu`` (this
@@ -121,6 +122,9 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
     from .ipc.blocks import AudioBlock
 
     stamps = {"start": time.perf_counter(), "cpu": _cpu_s()}
+    # A file replaced just before is still being unmapped: done first, so that no more than two
+    # files (the open one and this one) are ever in memory.
+    wait_released()
 
     if isinstance(source, (str, os.PathLike)):
         from .audio import audio_info, decode_into
