@@ -99,3 +99,15 @@ def tone():
     """Five seconds of a 440 Hz tone at 48 kHz (and its rate)."""
     fs = 48_000
     return make_audio(5.0, fs, freqs=(440.0,), amp=0.3), fs
+
+
+@pytest.fixture(scope="session")
+def real_audio(tmp_path_factory):
+    """The rendered chorale (MIDI, WAV, FLAC, Ogg, MP3) and spoken sentence of ``tests/realaudio.py``,
+    made once per test session; skips when the Debian tools that make them are missing."""
+    from tests import realaudio
+
+    missing = realaudio.missing_tools()
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)}; `make setup` installs them")
+    return realaudio.render_all(tmp_path_factory.mktemp("realaudio"))
