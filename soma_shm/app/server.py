@@ -283,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"ok": False, "error": {
                 "type": "Busy", "message": f"at most {MAX_STREAMS} event streams at once; close another page"}})
         bus = self.server.backend.events
+        # Subscribed before the answer: a page that fetches the state once its stream is open
+        # (static/api.js) misses no event published in between.
         q = bus.subscribe()
         try:
             self.send_response(HTTPStatus.OK)

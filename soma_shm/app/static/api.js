@@ -47,13 +47,24 @@ export function loadImage(blob) {
   });
 }
 
-// Subscribe to backend events; `onEvent(event)` is called for each.
-export function subscribe(onEvent) {
+// Subscribe to backend events; `onEvent(event)` is called for each. Resolves once the stream is
+// open: the server registers a stream before it answers, so the state fetched after that misses
+// no event (fetched before, an event published in between, such as "opened", would never arrive).
+// A dropped stream reconnects by itself; `onReopen()` is then called, as events were lost meanwhile.
+// A refused stream (too many pages) resolves too: the page still draws what the state says.
+export function subscribe(onEvent, onReopen = () => {}) {
   window.somaPushCount = 0;
   if (windowMode) {
     window.somaPush = (event) => { window.somaPushCount++; onEvent(event); };
-    return;
+    return Promise.resolve();
   }
   const source = new EventSource(`/events?token=${encodeURIComponent(token)}`);
   source.onmessage = (msg) => { window.somaPushCount++; onEvent(JSON.parse(msg.data)); };
+  return new Promise((resolve) => {
+    let opened = false;
+    source.onopen = () => { if (opened) onReopen(); else { opened = true; resolve(); } };
+    source.onerror = () => {
+      if (!opened && source.readyState === EventSource.CLOSED) { opened = true; resolve(); }
+    };
+  });
 }

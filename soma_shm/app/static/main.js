@@ -923,8 +923,9 @@ stage.addEventListener('drop', (e) => {
 });
 
 // ---------------------------------------------------------------------------------- start
-subscribe(onEvent);
-guarded(async () => {
+// Everything the page shows, from the backend's state (at start, and after the event stream
+// reconnected: what happened meanwhile was not pushed).
+async function sync() {
   const st = await call('state');
   renderStatus(st.status);
   if (st.loading) { app.opening = true; $('loading').hidden = false; $('empty').hidden = true; }
@@ -932,6 +933,13 @@ guarded(async () => {
   if (st.last_error) onEvent({ type: 'error', ...st.last_error });
   if (st.file && st.overview) onEvent({ type: 'opened', file: st.file, overview: st.overview, document: st.document });
   else if (st.document) await setDocument(st.document);
+  return st;
+}
+
+const streamOpen = subscribe(onEvent, () => guarded(sync));
+guarded(async () => {
+  await streamOpen; // from here every event reaches the page, so the state below misses none
+  const st = await sync();
   await refreshRecent();
   if (st.recovery_offers) await offerRecovery();
 });
