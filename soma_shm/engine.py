@@ -12,6 +12,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import threading
 import time
 import weakref
 from typing import Any, Callable, Literal
@@ -97,6 +98,9 @@ class Engine:
         self._files: dict[str, Any] = {}  # "open": the open file's blocks (shared with the finalizer)
         self._info: FileInfo | None = None
         self._generation = 0
+        # Held by open() while it swaps the file and by every submit while it reads the open file
+        # and hands its request over: a request is built and submitted on one file only.
+        self._switch = threading.RLock()
         self.amp_reference: float | None = None
         self._sup = Supervisor(options, ctx)
         self._finalizer = weakref.finalize(self, _shutdown, self._sup, self._files)
@@ -148,12 +152,15 @@ class Engine:
 
         opened = load(source, sample_rate, self.settings, self.options.pyramid, self._generation + 1, progress,
                       lambda build: setattr(self, "_building", build))
-        self._sup.cancel(why="the file changed")
-        old = self._files.get("open")
-        self._generation += 1
-        self._files["open"] = opened
-        self.amp_reference = opened.reference
-        self._info = FileInfo(opened.path, opened.frames, opened.sample_rate, opened.channels, self._generation)
+        with self._switch:  # no submit between noting the pending requests and the swap
+            stale = self._sup.pending_ids()
+            old = self._files.get("open")
+            self._generation += 1
+            self._files["open"] = opened
+            self.amp_reference = opened.reference
+            self._info = FileInfo(opened.path, opened.frames, opened.sample_rate, opened.channels, self._generation)
+        # Outside the lock: cancelling runs the requests' callbacks, which may submit (to the new file).
+        self._sup.cancel(ids=stale, why="the file changed")
         if old is not None:
             t = time.perf_counter()
             # Workers still mapping it keep their mapping; the names go now, the memory is
@@ -214,11 +221,12 @@ class Engine:
         EngineClosed
             No file open or the engine closed.
         """
-        self._check_open()
-        params = _requests.viewport(self._files["open"], self.settings, self.options, self.amp_reference,
-                                    t0, t1, fmin, fmax, width, height, magnitude, method)
-        return self._submit("viewport", params, lambda rid, payload, t: ViewportResult(rid, payload, params, t),
-                            on_result)
+        with self._switch:
+            self._check_open()
+            params = _requests.viewport(self._files["open"], self.settings, self.options, self.amp_reference,
+                                        t0, t1, fmin, fmax, width, height, magnitude, method)
+            return self._submit("viewport", params, lambda rid, payload, t: ViewportResult(rid, payload, params, t),
+                                on_result)
 
     def submit_snap(self, trace: Any, on_result: Callable[[Any], Any] | None = None) -> RequestHandle:
         """Snap a drawn trace in the snap worker; requests queue in order.
@@ -227,28 +235,31 @@ class Engine:
         amplitude). Past ``snap_queue`` waiting requests the oldest waiting one fails with
         QueueFull.
         """
-        self._check_open()
-        params = _requests.snap(self._files["open"], self.settings, self.options, trace)
-        return self._submit("snap", params, lambda rid, payload, t: SnapResult(rid, payload, params["trace"], t),
-                            on_result)
+        with self._switch:
+            self._check_open()
+            params = _requests.snap(self._files["open"], self.settings, self.options, trace)
+            return self._submit("snap", params, lambda rid, payload, t: SnapResult(rid, payload, params["trace"], t),
+                                on_result)
 
     def mix(self):
         """The open file's resynthesis mix (:class:`soma_shm.ipc.mix.MixBlock`: float32, zeros at
         first), made on first use and unlinked with the file; :meth:`submit_synth` changes it."""
-        self._check_open()
-        return self._files["open"].mix(self._generation)
+        with self._switch:
+            self._check_open()
+            return self._files["open"].mix(self._generation)
 
     def submit_synth(self, add: Any = (), remove: Any = (), rebuild: bool = False, fade_ms: float = 5.0,
                      on_result: Callable[[Any], Any] | None = None) -> RequestHandle:
         """Subtract the partials ``remove`` from the mix (exactly what adding them put there) and
         add ``add`` (``rebuild``: zero it first), in the synth worker; requests queue in order.
         See :func:`soma_shm.synth.synth_request` for the arguments and the result."""
-        self._check_open()
         from .synth import synth_request
 
-        params, counts = synth_request(self._info.sample_rate, add, remove, rebuild, fade_ms)
-        params["mix"] = self.mix().desc()
-        return self._submit("synth", params, lambda rid, payload, t: {**counts, "timings": t}, on_result)
+        with self._switch:
+            self._check_open()
+            params, counts = synth_request(self._info.sample_rate, add, remove, rebuild, fade_ms)
+            params["mix"] = self.mix().desc()
+            return self._submit("synth", params, lambda rid, payload, t: {**counts, "timings": t}, on_result)
 
     def cancel(self, role: Role | None = None) -> int:
         """Cancel pending and computing requests of one role (or all); returns how many."""
@@ -303,7 +314,8 @@ class Engine:
                 task: str | None = None) -> RequestHandle:
         """Hand a request for ``role`` to the supervisor; ``task`` overrides the role's task
         (``"module:function"``, e.g. the test tasks of ``tests/worker_tasks.py``)."""
-        self._check_alive()
-        opened = self._files.get("open")
-        return self._sup.request(role, params, make_result, on_result,
-                                 None if opened is None else opened.audio_block.desc(), task)
+        with self._switch:
+            self._check_alive()
+            opened = self._files.get("open")
+            return self._sup.request(role, params, make_result, on_result,
+                                     None if opened is None else opened.audio_block.desc(), task)

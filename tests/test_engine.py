@@ -580,3 +580,47 @@ def test_a_long_16_bit_file_shows_a_partial_overview_while_it_decodes(tmp_path, 
         stages = eng.stats()["open"]
         assert set(stages) >= {"blocks", "decode", "after_decode", "total", "cpu"}
         assert 0 <= stages["after_decode"] < stages["total"] and stages["decode"] < stages["total"]
+
+
+def test_a_request_submitted_while_a_file_opens_runs_on_one_file(tone):
+    """The app's threads keep submitting (strokes, mix updates) while another thread opens a file.
+    A request that lands while the file switches is built and run on the old file (and cancelled)
+    or on the new one. Before, one submitted between the cancel and the swap was given the old
+    file's blocks, unlinked by the time a worker attached them: a SharedMemoryError, which the app
+    showed as an error next to an open that had worked."""
+    x, fs = tone
+    partial = np.array([[0.1, 440.0, 0.1], [0.5, 440.0, 0.1]])
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        handles, threads = [], []
+
+        def submit_both():
+            handles.append(eng.submit_snap([(0.2, 450.0), (0.6, 430.0)]))
+            handles.append(eng.submit_synth(add=[partial]))
+
+        pending_ids, cancel = eng._sup.pending_ids, eng._sup.cancel
+
+        def noting_pending():  # the file is switching: another thread submits now
+            t = threading.Thread(target=submit_both)
+            t.start()
+            threads.append(t)
+            return pending_ids()
+
+        def cancelling(*args, **kwargs):  # the old file's requests are cancelled: a submit right after
+            n = cancel(*args, **kwargs)
+            submit_both()
+            return n
+
+        eng._sup.pending_ids, eng._sup.cancel = noting_pending, cancelling
+        try:
+            eng.open(x[::-1].copy(), sample_rate=fs)
+        finally:
+            eng._sup.pending_ids, eng._sup.cancel = pending_ids, cancel
+        for t in threads:
+            t.join(60)
+        for h in handles:
+            try:
+                h.result(timeout=120)
+            except soma_shm.RequestCancelled:
+                pass
+        assert len(handles) == 4  # the submits during the switch and after the cancel

@@ -124,6 +124,11 @@ class Supervisor:
         log.debug("submit role=%s request=%d task=%s", role, rid, req.task)
         return handle
 
+    def pending_ids(self) -> set[int]:
+        """Ids of the requests submitted and not ended yet."""
+        with self._lock:
+            return set(self._pending)
+
     def cancel(self, ids=None, role: str | None = None, why: str = "cancelled by the caller") -> int:
         """Cancel pending requests (by id, or of a role, or all); returns how many this call ended."""
         with self._lock:
