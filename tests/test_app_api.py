@@ -389,6 +389,29 @@ def test_backend_close_leaves_no_workers_or_segments(no_leaks, wav):
         assert [e["type"] for e in got if e["type"] in ("opened", "error")] == ["opened"]
 
 
+def test_a_stroke_still_snapping_when_another_file_opens_is_dropped_quietly(no_leaks, wav, monkeypatch):
+    """The stroke belonged to the old file: it is cancelled with it and the page is told nothing.
+    The engine cancels the old file's requests before the app announces the new file; the app
+    took that cancellation for a failed snap and showed it as an error."""
+    from tests import worker_tasks as wt
+
+    with AppBackend(engine_options={"spares": False}) as backend:
+        got = []
+        backend.events.listen(got.append)
+        backend.open_file(str(wav))
+        backend._load_thread.join(60)
+        engine = backend.engine
+        # The stroke's snap waits in the worker until the next file cancels it.
+        monkeypatch.setattr(engine, "submit_snap", lambda trace, on_result=None: engine._submit(
+            "snap", {"seconds": 120}, wt._build, on_result, task="tests.worker_tasks:sleep"))
+        backend.snap([[1.0, 440.0], [2.0, 440.0]])
+        backend.open_file(str(wav))
+        backend._load_thread.join(60)
+        kinds = [(e["type"], e.get("op")) for e in got]
+        assert [k for k in kinds if k[0] in ("opened", "error")] == [("opened", None), ("opened", None)]
+        assert backend.state()["status"]["snap"]["queued"] == 0
+
+
 def test_serve_prints_the_url_first_and_stops_on_sigterm(wav):
     proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve", str(wav)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

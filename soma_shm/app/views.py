@@ -93,10 +93,18 @@ class ViewsMixin:
         self._publish_status()
         return {"request_id": handle.request_id}
 
+    def _showing(self, generation: int) -> bool:
+        """Whether the app and the engine are both still on file ``generation``. While another
+        file opens, the engine switches (and cancels the old file's requests) before the app
+        announces the new file."""
+        info = self.engine.info
+        return (self._file is not None and self._file["generation"] == generation
+                and info is not None and info.generation == generation)
+
     def _on_snap(self, result: Any, generation: int, rid: int | None, extend: str | None = None) -> None:
         if isinstance(result, BaseException):
             self._pending_snaps.discard(rid)
-            if isinstance(result, RequestCancelled) and (self._file is None or self._file["generation"] != generation):
+            if isinstance(result, RequestCancelled) and not self._showing(generation):
                 return  # the file changed: the stroke belonged to the old file
             self.events.publish({"type": "error", "op": "snap", "request_id": rid, "error": self.describe_error(result)})
             self._publish_status()
