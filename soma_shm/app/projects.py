@@ -50,8 +50,10 @@ class ProjectsMixin:
                 doc.source_path = src
                 raise
             history = self.document.history()
+            # The project's path travels with the clean history: the page may see this event
+            # before the answer to its call, and its next Ctrl+S must write the same project.
             self.events.publish({"type": "edit", "label": None, "added": [], "changed": [], "removed": [],
-                                 "history": history})
+                                 "history": history, "project_path": saved})
         self.recovery.discard()
         self.recent.add(saved)
         return {"status": "saved", "path": saved, "history": history, "copied_audio": copied}

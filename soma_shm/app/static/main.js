@@ -375,6 +375,7 @@ function applyEdit(ev) {
   if (app.queuedEdits) { app.queuedEdits.push(ev); return; }
   app.store.applyEdit(ev);
   for (const id of ev.removed) app.selected.delete(id);
+  if (ev.project_path && app.doc) app.doc.project_path = ev.project_path; // a save (before its answer)
   setHistory(ev.history);
   if (ev.settings) { app.doc.settings = ev.settings; setSettings(ev.settings); requestView(true); }
   if (ev.added.length || ev.changed.length || ev.removed.length) {
