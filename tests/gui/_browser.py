@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ def served(*args: str, env: dict | None = None):
         env.setdefault("XDG_CONFIG_HOME", os.path.join(own, "config"))
     proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "serve", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **env})
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1", **env})
     try:
         url = proc.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
@@ -57,9 +58,14 @@ def served(*args: str, env: dict | None = None):
         try:
             _, err = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
+            # Where it is stuck: SIGABRT makes the server's faulthandler print every thread's stack.
+            proc.send_signal(signal.SIGABRT)
+            try:
+                _, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            raise AssertionError(f"serve did not exit within 30 s of SIGTERM; its stderr:\n{err[-20000:]}") from None
         finally:
             if own is not None:
                 shutil.rmtree(own, ignore_errors=True)
