@@ -328,62 +328,80 @@ def polyline_columns(t, f, t0, kx, fmax, ky):
     return out
 
 
-def test_a_wide_window_draws_dense_partials_by_column_with_their_whole_extent(fresh, tones, tmp_path):
-    """Partials with several points per pixel column are drawn decimated (the lowest to the
-    highest point in each column): every column of each partial still shows its whole frequency
-    extent in its colour, nothing strays from it, a muted one is faint and dashed, the selected one
-    has a white halo; zoomed in, the same partials are stroked as lines."""
+DENSE_T = np.arange(0.0, 1.0, 0.001)  # a point per millisecond: ~5 points per column at the whole 5 s
+DENSE = {  # id: (start s, frequency curve, colour, muted)
+    "steady": (0.3, np.full(DENSE_T.size, 440.0), "#ff0000", False),
+    # +-10 % every other point: each column's extremes are points inside it, not its edges
+    "zigzag": (1.6, 1000.0 * np.exp(0.1 * (-1.0) ** np.arange(DENSE_T.size)), "#00ff00", False),
+    "muted": (2.9, np.full(DENSE_T.size, 2000.0), "#0000ff", True),
+    "chosen": (3.9, np.full(DENSE_T.size, 300.0), "#ffff00", False),
+}
+DENSE_RGB = {"steady": (255, 0, 0), "zigzag": (0, 255, 0), "muted": (0, 0, 255), "chosen": (255, 255, 0)}
+
+
+def load_dense(page, tones, tmp_path):
     from soma_shm.app.document import Partial, SomaDocument
 
-    page = fresh
-    t = np.arange(0.0, 1.0, 0.001)  # a point per millisecond: ~5 points per column at the whole 5 s
-    specs = {  # id: (start s, frequency curve, colour, muted)
-        "steady": (0.3, np.full(t.size, 440.0), "#ff0000", False),
-        # +-10 % every other point: each column's extremes are points inside it, not its edges
-        "zigzag": (1.6, 1000.0 * np.exp(0.1 * (-1.0) ** np.arange(t.size)), "#00ff00", False),
-        "muted": (2.9, np.full(t.size, 2000.0), "#0000ff", True),
-        "chosen": (3.9, np.full(t.size, 300.0), "#ffff00", False),
-    }
     doc = SomaDocument()
     doc.set_source(str(tones))
     parts = []
-    for pid, (start, f, colour, muted) in specs.items():
-        pts = np.column_stack([start + t, f, np.full(t.size, 0.1)])
+    for pid, (start, f, colour, muted) in DENSE.items():
+        pts = np.column_stack([start + DENSE_T, f, np.full(DENSE_T.size, 0.1)])
         pts.flags.writeable = False
         parts.append(Partial(pid, pts, colour, muted))
     doc.partials = parts
     doc.save(tmp_path / "dense.soma")
     api(page, "load_project", path=str(tmp_path / "dense.soma"))
-    wait_count(page, 4)
-    page.keyboard.press("0")
-    page.locator("[data-testid=partial-item][data-id=chosen]").click()
-    page.wait_for_function("() => document.querySelector('[data-testid=hud-count]').textContent === '1 selected'")
-    page.wait_for_function("() => window.somaMetrics.partialsDecimated === 4")
+    wait_count(page, len(DENSE))
 
+
+def dense_columns(page, muted=("muted",)):
+    """Checks every column of the dense partials on the partials layer at the current view (each
+    shows its line's whole extent in its colour and nothing beyond; ``muted`` faint and dashed);
+    returns (the expected extents by id, the layer's pixels by column, kx)."""
     t0, t1, fmin, fmax = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
     w, h = (page.evaluate(f"() => document.querySelector('[data-testid=partials-layer]').{k}") for k in ("width", "height"))
     kx, ky = w / (t1 - t0), (h - 1) / math.log(fmax / fmin)
-    assert 0.001 * kx < 1  # several points per column: the decimated drawing
-    extents = {pid: polyline_columns(start + t, f, t0, kx, fmax, ky) for pid, (start, f, _, _) in specs.items()}
+    extents = {}
+    for pid, (start, f, _, _) in DENSE.items():
+        cols = {c: e for c, e in polyline_columns(start + DENSE_T, f, t0, kx, fmax, ky).items()
+                if 0 <= c < w and e[1] >= 0 and e[0] < h}
+        if cols:
+            extents[pid] = cols
     pixels = page.evaluate(LAYER_COLUMNS, sorted({c for e in extents.values() for c in e}))
-    rgb = {"steady": (255, 0, 0), "zigzag": (0, 255, 0), "muted": (0, 0, 255), "chosen": (255, 255, 0)}
     for pid, cols in extents.items():
         drawn_cols = 0
         for c, (lo, hi) in cols.items():
-            mine = [row for row in pixels[str(c)] if tuple(row[1:4]) == rgb[pid]]
+            mine = [row for row in pixels[str(c)] if tuple(row[1:4]) == DENSE_RGB[pid]]
             if not mine:
                 continue
             drawn_cols += 1
             ys = [row[0] for row in mine]
             # The whole extent of the partial's line in this column, and nothing beyond it (the
             # line is 2 pixels thick).
-            assert min(ys) <= math.ceil(lo) and max(ys) >= math.floor(hi) - 1, (pid, c, lo, hi, ys)
+            assert min(ys) <= max(0, math.ceil(lo)) and max(ys) >= min(h - 1, math.floor(hi) - 1), (pid, c, lo, hi, ys)
             assert min(ys) >= lo - 2 and max(ys) <= hi + 2, (pid, c, lo, hi, ys)
-            assert {row[4] for row in mine} == ({102} if pid == "muted" else {255})
-        if pid == "muted":  # dashed: about every other run of 4 columns left out
-            assert 0.3 * len(cols) < drawn_cols < 0.7 * len(cols)
+            assert {row[4] for row in mine} == ({102} if pid in muted else {255}), pid
+        if pid in muted:  # dashed: about every other run of 4 columns left out
+            assert 0.3 * len(cols) < drawn_cols < 0.7 * len(cols), (pid, drawn_cols, len(cols))
         else:
             assert drawn_cols >= len(cols) - 1, (pid, drawn_cols, len(cols))
+    return extents, pixels, kx
+
+
+def test_a_wide_window_draws_dense_partials_by_column_with_their_whole_extent(fresh, tones, tmp_path):
+    """Partials with several points per pixel column are drawn decimated (the lowest to the
+    highest point in each column): every column of each partial still shows its whole frequency
+    extent in its colour, nothing strays from it, a muted one is faint and dashed, the selected one
+    has a white halo; zoomed in, the same partials are stroked as lines."""
+    page = fresh
+    load_dense(page, tones, tmp_path)
+    page.keyboard.press("0")
+    page.locator("[data-testid=partial-item][data-id=chosen]").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=hud-count]').textContent === '1 selected'")
+    page.wait_for_function("() => window.somaMetrics.partialsDecimated === 4")
+    extents, pixels, kx = dense_columns(page)
+    assert 0.001 * kx < 1 and len(extents) == 4  # several points per column: the decimated drawing
     # The zigzag's columns are tall: its whole swing (a fifth of an octave) in every column but
     # its two ends (which may hold only a point or two).
     zig = extents["zigzag"]
@@ -406,6 +424,42 @@ def test_a_wide_window_draws_dense_partials_by_column_with_their_whole_extent(fr
     page.wait_for_timeout(300)
     x, y = to_css(page, 0.8, 440.0)
     box = page.locator("[data-testid=partials-layer]").bounding_box()
+    w = page.evaluate("() => document.querySelector('[data-testid=partials-layer]').width")
     col = int(round((x - box["x"]) * w / box["width"]))
     rows = page.evaluate(LAYER_COLUMNS, [col])[str(col)]
     assert any(abs(r[0] - (y - box["y"])) <= 2 and tuple(r[1:4]) == (255, 0, 0) for r in rows), rows
+
+
+def test_panning_shifts_the_drawn_partials_and_an_edit_redraws_them(fresh, tones, tmp_path):
+    """While panning at one scale the page copies the partials it drew (with a margin) instead of
+    drawing them again: after a drag every partial is where it belongs at the new view, a
+    mute while the view stands still shows at once, and so does a drag after it."""
+    page = fresh
+    load_dense(page, tones, tmp_path)
+    page.keyboard.press("0")
+    page.keyboard.press("h")
+    page.mouse.move(*to_css(page, 2.5, 1000.0))
+    page.mouse.wheel(0, -460)  # a 2.5 s window: still several points per column
+    page.keyboard.down("Alt")
+    page.mouse.wheel(0, -460)  # and five octaves around 1 kHz, so a drag moves in frequency too
+    page.keyboard.up("Alt")
+    page.wait_for_timeout(300)
+    fmin, fmax = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(",")[2:])
+    assert math.log2(fmax / fmin) < 6
+    copied = page.evaluate("() => window.somaMetrics.partialsFromCache || 0")
+    start = to_css(page, 2.5, 1000.0)
+    drag(page, start, (start[0] - 150, start[1] + 30), steps=15)  # later in time, lower in frequency
+    page.wait_for_timeout(300)
+    assert page.evaluate("() => window.somaMetrics.partialsFromCache") > copied
+    t0, t1, *_ = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
+    assert t0 > 1.0 and t1 - t0 == pytest.approx(2.5, rel=0.05)
+    extents, _, kx = dense_columns(page)
+    assert 0.001 * kx < 1 and {"zigzag", "muted"} <= set(extents)
+    api(page, "update_partial", id="zigzag", is_muted=True)
+    page.wait_for_function("() => document.querySelector('[data-testid=partial-item][data-id=zigzag]').classList.contains('muted')")
+    page.wait_for_timeout(300)
+    dense_columns(page, muted=("muted", "zigzag"))
+    start = to_css(page, 3.0, 1000.0)
+    drag(page, start, (start[0] + 100, start[1] - 20), steps=10)
+    page.wait_for_timeout(300)
+    dense_columns(page, muted=("muted", "zigzag"))

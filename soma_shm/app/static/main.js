@@ -4,7 +4,7 @@
 import { call, upload, loadImage, subscribe, windowMode, token } from './api.js';
 import { View, timeTicks, freqTicks } from './view.js';
 import { Player } from './playback.js';
-import { PartialStore, VirtualList, drawPartials, drawHandles, handlesOf, hitTest, boxSelect, selectionStats } from './partials.js';
+import { PartialStore, VirtualList, PartialsLayer, drawHandles, handlesOf, hitTest, boxSelect, selectionStats } from './partials.js';
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const canvas = $('canvas');
@@ -12,6 +12,7 @@ const ctx = canvas.getContext('2d');
 const layer = $('partials-layer');
 const lctx = layer.getContext('2d');
 const view = new View();
+const partialsLayer = new PartialsLayer();
 const ERASER_PX = 6; // the eraser's radius in CSS pixels
 // edits: {label, at, drawnAt} of the last edits and snapshots (ms, page clock) and the frame that
 // first showed them.
@@ -125,8 +126,9 @@ function paintPartials() {
   lctx.setTransform(1, 0, 0, 1, 0, 0);
   lctx.clearRect(0, 0, layer.width, layer.height);
   if (!app.file) return;
-  const drawn = drawPartials(lctx, view, app.store, app.selected, app.dpr);
+  const drawn = partialsLayer.draw(lctx, view, app.store, app.selected, app.dpr);
   metrics.partialsDrawn = drawn.partials; metrics.verticesDrawn = drawn.vertices; metrics.partialsDecimated = drawn.decimated;
+  metrics.partialsFromCache = (metrics.partialsFromCache || 0) + (drawn.cached ? 1 : 0);
   const one = app.selected.size === 1 ? app.store.get([...app.selected][0]) : null;
   if (one && app.tool === 'select') drawHandles(lctx, view, one, app.dpr);
   lctx.strokeStyle = 'rgba(255,255,255,0.8)'; lctx.lineWidth = 1.5 * app.dpr; lctx.setLineDash([5 * app.dpr, 4 * app.dpr]);

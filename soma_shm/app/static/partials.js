@@ -1,7 +1,7 @@
 // Partials on the page: the store kept in step with the backend by edit events, the partials
 // canvas layer (culled by time; partials with several points per pixel column drawn as their
 // lowest-to-highest span per column straight into pixels, the others stroked one path per colour
-// with one vertex per pixel), the
+// with one vertex per pixel; while panning, a copy of what was drawn with a margin), the
 // virtualised list, hit tests, box select and the selection HUD. The backend keeps the document
 // and its history; this module only mirrors it for drawing.
 
@@ -228,13 +228,13 @@ export class SpanRaster {
   end(ctx) { ctx.putImageData(this.image, 0, 0); }
 }
 
-const raster = new SpanRaster();
+const layerRaster = new SpanRaster(); // the layer's size (the panning cache has its own)
 
 // Draws the visible partials: selected ones get a white halo; muted ones are faint and dashed.
 // Dense partials (more points than pixel columns) are decimated into one pixel buffer first,
 // then the others are stroked over it, one path per colour and style.
 // Returns {partials, vertices, decimated} drawn (vertices: stroked vertices plus decimated columns).
-export function drawPartials(ctx, view, store, selected, dpr) {
+export function drawPartials(ctx, view, store, selected, dpr, raster = layerRaster) {
   const visible = store.inRange(view.t0, view.t1, view.fmin, view.fmax);
   const g = geometry(view);
   const lw = 2 * dpr;
@@ -285,6 +285,52 @@ export function drawPartials(ctx, view, store, selected, dpr) {
   }
   ctx.globalAlpha = 1; ctx.setLineDash([]);
   return { partials: visible.length, vertices, decimated };
+}
+
+// ------------------------------------------------------------------------ panning cache
+// Panning moves every partial by the same whole number of pixels. After a frame at the same
+// scale as the one before (a pan, not a zoom), the partials are drawn once into a cache half a
+// view wider on each side and a quarter view taller above and below, and each following frame
+// copies its part of the cache (a blit instead of drawing thousands of partials) until the view
+// leaves the cache, the scale changes, or the partials, the selection or the layer size change.
+function sameSet(a, b) {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
+}
+
+export class PartialsLayer {
+  constructor() { this.canvas = null; this.raster = new SpanRaster(); this.cache = null; this.last = null; }
+
+  // Draws the partials of `view` on ctx (cleared); returns drawPartials' figures plus `cached`.
+  draw(ctx, view, store, selected, dpr) {
+    const W = ctx.canvas.width, H = ctx.canvas.height, g = geometry(view);
+    const same = (a) => a && a.version === store.version && a.dpr === dpr && a.W === W && a.H === H
+      && Math.abs(a.kx - g.kx) <= 1e-9 * g.kx && Math.abs(a.ky - g.ky) <= 1e-9 * g.ky;
+    const c = this.cache;
+    if (same(c) && sameSet(selected, c.selected)) {
+      const sx = (g.t0 - c.t0) * g.kx, sy = (c.lfmax - g.lfmax) * g.ky, rx = Math.round(sx), ry = Math.round(sy);
+      if (Math.abs(sx - rx) < 0.01 && Math.abs(sy - ry) < 0.01 && rx >= 0 && ry >= 0 && rx + W <= c.w && ry + H <= c.h) {
+        ctx.drawImage(this.canvas, rx, ry, W, H, 0, 0, W, H);
+        return { partials: store.inRange(view.t0, view.t1, view.fmin, view.fmax).length, vertices: 0, decimated: c.decimated, cached: true };
+      }
+    }
+    const panning = same(this.last);
+    this.last = { version: store.version, dpr, W, H, kx: g.kx, ky: g.ky };
+    this.cache = null;
+    if (!panning) return { ...drawPartials(ctx, view, store, selected, dpr), cached: false };
+    const mx = Math.round(W / 2), my = Math.round(H / 4), w = W + 2 * mx, h = H + 2 * my;
+    const wide = { t0: view.t0 - mx / g.kx, t1: view.t1 + mx / g.kx, fmin: Math.exp(g.lfmax - (H - 1 + my) / g.ky),
+                   fmax: Math.exp(g.lfmax + my / g.ky), w, h };
+    if (!this.canvas || this.canvas.width !== w || this.canvas.height !== h) this.canvas = new OffscreenCanvas(w, h);
+    const cctx = this.canvas.getContext('2d');
+    cctx.clearRect(0, 0, w, h);
+    const drawn = drawPartials(cctx, wide, store, selected, dpr, this.raster);
+    this.cache = { ...this.last, selected: new Set(selected), t0: wide.t0, lfmax: g.lfmax + my / g.ky, w, h, decimated: drawn.decimated };
+    ctx.drawImage(this.canvas, mx, my, W, H, 0, 0, W, H);
+    return { partials: store.inRange(view.t0, view.t1, view.fmin, view.fmax).length, vertices: drawn.vertices,
+             decimated: drawn.decimated, cached: false };
+  }
 }
 
 // The end handles of partial p (canvas pixels): [{end: 'start'|'end', x, y}].
