@@ -183,6 +183,36 @@ def test_results_are_delivered_while_a_worker_starts(tone, monkeypatch):
         _wait(lambda: eng.stats()["snap"]["ready"] == 2, 60, "the replacement snap worker")
 
 
+def test_a_request_waiting_for_a_worker_that_never_comes_is_given_up(tone, monkeypatch):
+    """A queued request waits at most for a start plus ``timeout`` per request ahead and itself
+    (the start's bound is zero here, so that the test does not wait a minute)."""
+    from soma_shm.ipc import roles, workers
+
+    x, fs = tone
+    with soma_shm.Engine(spares=False, timeout=1.0) as eng:
+        eng.open(x, sample_rate=fs)
+        assert eng.wait_ready(60)
+        monkeypatch.setattr(roles, "START_TIMEOUT_S", 0.0)  # while no worker of the role starts
+        real_start, release = workers.Worker.start, threading.Event()
+
+        def stuck_start(role, ctx, options):
+            assert release.wait(60)
+            return real_start(role, ctx, options)
+
+        monkeypatch.setattr(workers.Worker, "start", staticmethod(stuck_start))
+        os.kill(eng.stats()["snap"]["idle_pids"][0], signal.SIGKILL)  # its replacement does not come
+        _wait(lambda: not eng.worker_pids("snap"), what="the killed snap worker reaped")
+        try:
+            with pytest.raises(soma_shm.WorkerTimeout, match=r"snap request \d+ waited \d+ s for a worker and was given up"):
+                eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60)
+        finally:
+            monkeypatch.setattr(roles, "START_TIMEOUT_S", workers.START_TIMEOUT_S)
+            release.set()
+        assert eng.stats()["snap"]["timeouts"] == 1
+        _wait(lambda: eng.stats()["snap"]["ready"] == 1, 60, "the replacement snap worker")
+        assert eng.submit_snap([(1.0, 440.0), (2.0, 440.0)]).result(timeout=60).points.shape == (101, 3)
+
+
 # ------------------------------------------------------------------------------ lock order
 def test_the_engine_answers_while_a_callback_waits_for_the_callers_lock(tone):
     """The app's deadlock, made deterministic: a thread holds its own lock and calls the engine
