@@ -9,7 +9,8 @@
 - ``protocol``   : the messages (frozen dataclasses) and the table of roles, ``ROLES``: adding a
                    role is one entry there plus its task function (see its docstring).
 - ``supervisor`` : the one thread that owns workers, queues, slots and deadlines; the inbox,
-                   the pending table and the snapshot callers read.
+                   the pending table and the snapshot callers read; the launcher thread
+                   that starts workers for it.
 - ``roles``      : one role's queue, slots and workers, and what the supervisor does to them
                    (policy, dispatch, answers, timers, reaping).
 - ``workers``    : one worker process as the supervisor sees it (start, signals, pipe).
