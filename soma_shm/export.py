@@ -4,8 +4,11 @@ and CV audio. One partial is one note; nothing is muted, merged or split behind 
 Every writer takes partials as ``(K, 3)`` arrays of (time s, frequency Hz, amplitude) rows (leave
 muted partials out before calling) and writes atomically
 (:func:`soma_shm.app.persistence.atomic_write`: a temporary file in the same folder, fsynced,
-renamed over the target), so a failed export never leaves a half-written file. Files that would hold more voices than a format allows are numbered ``name_01.mid``,
-``name_02.mid``, ...; a single file keeps the given name.
+renamed over the target), so a failed export never leaves a half-written file. Files that would
+hold more voices than a format allows are numbered ``name_01.mid``, ``name_02.mid``, ...; a single
+file keeps the given name. Once a series is written, the rest of an earlier series under the same
+name (``name.mid``, or numbered files past the new last one) is removed, so the folder holds one
+export's files only.
 
 MIDI (Standard MIDI File type 1, 960 ticks per beat at 120 bpm, so a tick is 1/1920 s):
 
@@ -88,6 +91,26 @@ def _numbered(path: Path, count: int) -> list[Path]:
     if count <= 1:
         return [path]
     return [path.with_name(f"{path.stem}_{i:02d}{path.suffix}") for i in range(1, count + 1)]
+
+
+def _retire_stale(path: Path, written: list[Path]) -> None:
+    """After a series is written, remove what is left of an earlier export to the same name that
+    this one did not replace: ``name.mid`` when it is now numbered, numbered files past the new
+    last one (a DAW importing ``name_*.mid`` must not get voices of an older export). Only regular
+    files of exactly that pattern are removed, never a symlink or a folder."""
+    stale = [path] if len(written) > 1 else []
+    i = max(len(written), 1) + 1
+    while True:
+        nxt = path.with_name(f"{path.stem}_{i:02d}{path.suffix}")
+        if not nxt.is_file() or nxt.is_symlink():
+            break
+        stale.append(nxt)
+        i += 1
+    if len(written) <= 1:
+        stale.insert(0, path.with_name(f"{path.stem}_01{path.suffix}"))
+    for old in stale:
+        if old.is_file() and not old.is_symlink():
+            old.unlink()
 
 
 # ------------------------------------------------------------------------------------- options
@@ -502,6 +525,7 @@ def write_mpe(partials: Sequence[Any], path: str | os.PathLike, options: MidiOpt
         notes = _note_events(s, sel, voice + 1, opts, loudest)
         written.append(_write_midi(target, [(_setup_events(setup), "MPE setup", True), (notes, "partials", False)],
                                    opts, via_mido))
+    _retire_stale(p, written)
     return written
 
 
@@ -682,6 +706,7 @@ def write_cv(partials: Sequence[Any], path: str | os.PathLike, sample_rate: int 
                 rel = np.where(rel > 0, np.clip((20 * np.log10(np.maximum(rel, 1e-12)) - DB_FLOOR) / -DB_FLOOR, 0, 1), 0.0)
         data = np.stack([pitch, np.clip(rel, 0.0, 1.0)], axis=1).astype(np.float32)
         written.append(_write_sound(target, data, fs, subtype))
+    _retire_stale(p, written)
     return written
 
 

@@ -149,6 +149,28 @@ def test_more_than_15_voices_split_into_numbered_files(tmp_path):
     assert total == len(partials)
 
 
+def test_a_new_export_leaves_no_file_of_an_older_series_under_its_name(tmp_path):
+    dense = [glide(0.1 + 0.01 * i, 1.0, 200.0 * 1.05**i) for i in range(40)]  # 40 at once: 3 files
+    assert len(ex.write_mpe(dense, tmp_path / "take.mid")) == 3
+    (tmp_path / "take_07.mid").write_bytes(b"not part of the series")  # a gap: not ours to touch
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "take_04.mid").symlink_to(tmp_path / "elsewhere")
+    files = ex.write_mpe(dense[:20], tmp_path / "take.mid")
+    assert [f.name for f in files] == ["take_01.mid", "take_02.mid"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["elsewhere", "take_01.mid", "take_02.mid", "take_04.mid", "take_07.mid"]
+    (tmp_path / "take_04.mid").unlink()
+    (f,) = ex.write_mpe(dense[:3], tmp_path / "take.mid")  # one file now: the numbered ones go
+    assert f.name == "take.mid" and len(notes_of(f, 48)[0]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "take.mid", "take_07.mid"]
+    files = ex.write_mpe(dense[:20], tmp_path / "take.mid")  # numbered again: take.mid goes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "take_01.mid", "take_02.mid", "take_07.mid"]
+    poly = ex.write_cv([glide(0.1, 1.0, 220.0), glide(0.2, 1.0, 330.0)], tmp_path / "cv.wav", mode="poly")
+    assert len(poly) == 2
+    ex.write_cv([glide(0.1, 1.0, 220.0)], tmp_path / "cv.wav", mode="poly")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("cv")) == ["cv.wav"]
+
+
 def test_multitrack_one_track_per_voice_on_one_channel(tmp_path):
     partials = [glide(0.1, 1.0, 220.0), glide(0.5, 1.0, 330.0), glide(1.2, 0.5, 440.0)]
     (f,) = ex.write_multitrack(partials, tmp_path / "m.mid")
