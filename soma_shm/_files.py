@@ -106,6 +106,17 @@ def wait_released(timeout: float = 30.0) -> None:
         t.join(timeout)
 
 
+def shutdown(supervisor, files: dict) -> None:
+    """Stop the workers, then unlink every block of ``files`` and wait until they are unmapped
+    (an Engine's close(), its garbage collection, or interpreter exit)."""
+    supervisor.close()
+    for opened in files.values():
+        opened.discard()
+    files.clear()
+    wait_released()
+    log.info("engine closed pid=%d", os.getpid())
+
+
 def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, generation: int,
          progress: Callable[[str, float], None] | None,
          building: Callable[[Any], None] | None = None) -> Opened:

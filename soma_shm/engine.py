@@ -35,18 +35,6 @@ Role = Literal["viewport", "snap", "synth"]
 _ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 
-def _shutdown(supervisor, files: dict) -> None:
-    """Stop the workers and unlink every block (close(), a dropped engine, or interpreter exit)."""
-    from ._files import wait_released
-
-    supervisor.close()
-    for opened in files.values():
-        opened.discard()
-    files.clear()
-    wait_released()
-    log.info("engine closed pid=%d", os.getpid())
-
-
 class Engine:
     """Shared audio, persistent workers, latest-wins viewports and queued snaps.
 
@@ -103,7 +91,9 @@ class Engine:
         self._switch = threading.RLock()
         self.amp_reference: float | None = None
         self._sup = Supervisor(options, ctx)
-        self._finalizer = weakref.finalize(self, _shutdown, self._sup, self._files)
+        from ._files import shutdown
+
+        self._finalizer = weakref.finalize(self, shutdown, self._sup, self._files)
         _ENGINES.add(self)
         log.info("engine started method=%s spares=%s pid=%d", options.method, options.spares, os.getpid())
 
@@ -187,12 +177,8 @@ class Engine:
         from the audio. Returns an :class:`ImageResult` with the uint8 image tone-mapped against
         the file's ``amp_reference`` and the float32 magnitude.
 
-        Notes
-        -----
-        ``engine.amp_reference`` (the magnitude shown at 0 dB) is set by :meth:`open`: the
-        maximum of a coarse (256 x 64) whole-file pooled STFT, so it exists before any viewport is
-        requested and does not change with the overview's size. Viewports use the same
-        reference, so brightness never jumps while zooming.
+        ``engine.amp_reference`` (the magnitude shown at 0 dB, also used by viewports so brightness
+        never jumps while zooming) is set by :meth:`open` from the whole file, before any request.
         """
         self._check_open()
         opened = self._files["open"]
