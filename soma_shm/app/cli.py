@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", nargs="?", help="audio file or .soma project to open")
     p.add_argument("--self-test", type=float, default=None, metavar="SECONDS",
                    help="open FILE (or the demo recording), wait until the overview is on screen, "
-                        "print a JSON report and quit (fails after SECONDS)")
+                        "play a second of it (Space), print a JSON report and quit (fails after SECONDS)")
     p.set_defaults(func=run_app)
     s = sub.add_parser("serve", help="serve the app to a browser on 127.0.0.1 (URL with token printed first)")
     s.add_argument("file", nargs="?", help="audio file or .soma project to open")

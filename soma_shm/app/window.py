@@ -64,11 +64,48 @@ def _announce(url: str):
     return path
 
 
+def _allow_audio(window) -> None:
+    """Let the page start Web Audio without a user gesture in its own call stack (a browser's
+    autoplay rule for web sites): here the page is the app itself and plays only when the user
+    asks (Play, Space), including from paths the engine does not count as a gesture (a key
+    relayed by the window, a restart after a speed change). Runs on the GUI thread before show."""
+    from qtpy.QtWebEngineCore import QWebEngineSettings
+
+    window.native.webview.page().settings().setAttribute(
+        QWebEngineSettings.WebAttribute.PlaybackRequiresUserGesture, False)
+
+
+_PLAYBACK_JS = ("(() => { const p = window.somaPlayback; return p && p.ctx ? {state: p.ctx.state, "
+                "clock: p.ctx.currentTime, position: p.position(), chunks: p.metrics.chunks, "
+                "errors: p.metrics.errors } : null })()")
+
+
+def _check_playback(window, seconds: float = 1.0, timeout: float = 20.0) -> dict:
+    """Self-test of playback in this window: Play starts it; the audio clock and the playhead
+    must then advance together for ``seconds``; Play again stops it."""
+    play = "document.querySelector('[data-testid=play]').click()"
+    window.evaluate_js(play)
+    deadline = time.perf_counter() + timeout
+    a = window.evaluate_js(_PLAYBACK_JS)
+    while not (a and a["state"] == "running" and a["chunks"] > 0 and a["position"] is not None):
+        if time.perf_counter() > deadline:
+            return {"ok": False, "error": f"playback did not start within {timeout} s", "last": a}
+        time.sleep(0.1)
+        a = window.evaluate_js(_PLAYBACK_JS)
+    time.sleep(seconds)
+    b = window.evaluate_js(_PLAYBACK_JS)
+    window.evaluate_js(play)
+    clock, moved = b["clock"] - a["clock"], (b["position"] or 0.0) - a["position"]
+    ok = clock > 0.5 * seconds and abs(moved - clock) < 0.1 and b["errors"] == 0
+    return {"ok": ok, "clock_s": round(clock, 3), "playhead_s": round(moved, 3), "chunks": b["chunks"],
+            "errors": b["errors"]}
+
+
 def run_window(path: str | None = None, self_test: float | None = None) -> int:
     """Open the app window; returns when it closes (then the process exits via ``os._exit``).
 
     ``self_test``: open ``path`` (or the demo recording), wait until the page reports the
-    overview on screen, print a JSON report and close; exit code 1 after ``self_test`` seconds.
+    overview on screen, play a second of it, print a JSON report and close; exit code 1 when either fails or after ``self_test`` seconds.
     """
     if sys.platform.startswith("linux") and os.geteuid() == 0:
         os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
@@ -90,6 +127,7 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
     window = webview.create_window("soma_shm", server.url + "&push=window", width=1400, height=860,
                                    min_size=(800, 500))
     backend.dialogs = _dialogs(window)
+    window.events.before_show += _allow_audio
     report: dict = {"ok": False}
 
     def closing() -> bool:
@@ -138,6 +176,8 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
                     report.update(ok=True, overview_on_screen_s=round(time.perf_counter() - t0, 3),
                                   title=window.evaluate_js("document.title"),
                                   push=window.evaluate_js("window.somaPushCount || 0"))
+                    report["playback"] = _check_playback(window)
+                    report["ok"] = report["playback"]["ok"]
                     break
                 time.sleep(0.1)
             else:

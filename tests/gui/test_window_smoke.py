@@ -1,7 +1,9 @@
 """The real pywebview window (Qt backend) under Xvfb, in a subprocess with a timeout.
 
 `soma-shm app --self-test` opens a recording, waits until the page (fed by events pushed from
-Python through evaluate_js) has the overview on screen, prints a JSON report and quits.
+Python through evaluate_js) has the overview on screen, presses Play and checks for a second that
+the audio clock and the playhead advance together (Web Audio in the window's own engine), prints
+a JSON report and quits.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ def test_window_shows_the_overview_under_xvfb(tmp_path):
     assert proc.returncode == 0 and report["ok"], (report, err[-3000:])
     assert report["title"] == "soma_shm \u2014 tone.wav"
     assert report["push"] >= 3  # progress and opened arrived through evaluate_js, not polling
+    played = report["playback"]  # Web Audio runs in the window: the clock and the playhead advance together
+    assert played["ok"] and played["clock_s"] > 0.5 and abs(played["playhead_s"] - played["clock_s"]) < 0.1
+    assert played["chunks"] > 0 and played["errors"] == 0
     assert not [s for s in list_segments() if s.startswith(f"soma_{proc.pid}_")]
 
 
