@@ -97,6 +97,36 @@ def test_requests_right_after_an_idle_worker_is_killed_all_succeed(tone):
         assert eng.stats()["snap"]["crashes"] == 10 and eng.stats()["snap"]["errors"] == 0
 
 
+# In a process of its own: were the bug back, its forkserver's workers would all hang, and the
+# forkserver is shared by every engine of the process that started it.
+_DIES_STARTING_THREADS = """
+import numpy as np, soma_shm
+from tests import worker_tasks as wt
+eng = soma_shm.Engine(start_method="forkserver", timeout=60)
+eng.open(np.sin(np.arange(48000) * 0.0576).astype(np.float32), sample_rate=48000)
+assert eng.wait_ready(120)
+try:
+    wt.submit(eng, "viewport", "die_starting_numba_threads").result(timeout=120)
+except soma_shm.WorkerCrashed as exc:
+    print("crashed", exc.exitcode)
+res = eng.submit_viewport(0.1, 0.9, 100, 5000, 40, 20, method="cwt").result(timeout=60)
+print("ok", res.image.shape)
+eng.close()
+"""
+
+
+def test_a_worker_terminated_inside_numbas_thread_start_lock_leaves_the_others_working():
+    """numba takes a lock around the start of its thread pool on every ``get_num_threads()``
+    (each CWT viewport calls it). A worker terminated while it held it (a superseded viewport,
+    at the wrong microsecond) once left that lock held for every worker forked from the same
+    forkserver: each later viewport was acknowledged and never finished. The lock is per process."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-"], input=_DIES_STARTING_THREADS, capture_output=True, text=True,
+                         timeout=300, cwd=root, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-5000:]
+    assert out.stdout.split("\n")[:2] == [f"crashed {-signal.SIGTERM}", "ok (20, 40)"]
+
+
 def test_a_stopped_busy_worker_is_killed_and_queued_requests_proceed(tone):
     x, fs = tone
     with soma_shm.Engine(spares=True, timeout=300) as eng:

@@ -85,3 +85,16 @@ def close_pipe_and_sleep(job) -> dict:
             obj.close()
     time.sleep(job.params["seconds"])
     return {}
+
+
+def die_starting_numba_threads(job) -> dict:
+    """Die (SIGTERM, as a superseded viewport's worker does) while holding the lock numba takes
+    around the start of its threading layer, which it takes again on every
+    ``numba.get_num_threads()``: the worst moment a worker can be terminated at."""
+    from numba.np.ufunc import parallel
+
+    parallel._launch_threads()  # the lock exists once the threading layer has started
+    with parallel._backend_init_process_lock:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(60)
+    return {}

@@ -10,6 +10,7 @@ dies, and exits when its pipe closes. It never imports the caller's ``__main__``
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -29,15 +30,28 @@ log = logging.getLogger("soma_shm.worker")
 
 
 def use_fork_safe_threads() -> None:
-    """Make numba's parallel kernels use the fork-safe ``workqueue`` threading layer.
+    """Make numba's parallel kernels use the fork-safe ``workqueue`` threading layer, started
+    under a lock of this process alone.
 
     GNU OpenMP (numba's usual choice) aborts a forked child whose parent already ran parallel
     code; the forkserver warms the kernels and then forks every worker, so workers and the
     forkserver use ``workqueue``. Must run before any parallel kernel executes in the process.
+
+    numba guards the start of its threading layer with a lock that it makes shared between
+    processes (a POSIX semaphore) when multiprocessing's start method has "fork" in its name,
+    and it takes that lock again on every ``numba.get_num_threads()`` (each CWT viewport calls
+    it). Made in the forkserver, it would be shared by every worker forked from it: a worker
+    terminated while holding it (a superseded viewport, at the wrong microsecond) would leave
+    it held for ever, and every later worker would hang in its next request after
+    acknowledging it. The workqueue pool is started per process (a forked child starts its
+    own), and numba's per-thread lock still serialises the threads of one process, so the
+    process-shared lock is replaced by none before numba makes it.
     """
     import numba
+    from numba.np.ufunc import parallel
 
     numba.config.THREADING_LAYER = "workqueue"
+    parallel._backend_init_process_lock = contextlib.nullcontext()
 
 
 def _set_parent_death_signal() -> None:
