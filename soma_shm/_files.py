@@ -124,8 +124,8 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
     16-bit or lossy file while it decodes (see :func:`_build_while_decoding`).
 
     The file's ``stages`` say where the time went, in seconds: ``blocks`` (shared blocks made,
-    after the file replaced just before is unmapped),
-    ``decode`` (decoding, and for a long 16-bit or lossy file the pyramid built alongside),
+    after the file replaced just before is unmapped; a file's audio block is mapped while it
+    decodes), ``decode`` (decoding, and for a long 16-bit or lossy file the pyramid built alongside),
     ``after_decode`` (what waits for the last sample: the pyramid's last blocks, the 0 dB
     level, or the whole pyramid when it is built after decoding), ``total`` and ``cpu`` (this
     process's CPU seconds over the open, every thread).
@@ -146,19 +146,21 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
             raise ParameterError(
                 f"sample_rate={sample_rate!r} contradicts the file's own rate ({fs:g} Hz); omit it for files"
             )
-        block = AudioBlock.create(frames, fs, generation)
+        # Its pages are mapped while the file decodes, just ahead of the decoders (decode_into's
+        # prefault), rather than all before the first sample is decoded.
+        block = AudioBlock.create(frames, fs, generation, populate=False)
         try:
             samples = block.samples()
             on_decode = None if progress is None else (lambda f: progress("decode", f))
             if with_pyramid:
-                built = _build_while_decoding(source, finfo, samples, settings, generation, on_decode, progress,
-                                              building, stamps)
+                built = _build_while_decoding(source, finfo, samples, block.prefault, settings, generation, on_decode,
+                                              progress, building, stamps)
                 if built is not None:
                     built.audio_block, built.path, built.channels = block, path, channels
                     built.stages = _stages(stamps)
                     return built
             stamps["blocks"] = time.perf_counter()
-            decode_into(source, samples, on_decode)
+            decode_into(source, samples, on_decode, prefault=block.prefault)
         except BaseException:
             samples = None
             block.unlink()
@@ -225,7 +227,7 @@ def _build_pyramid(opened: Opened, settings, generation: int, progress) -> None:
     log.info("pyramid built bytes=%d levels=%d in %.3f s", layout.nbytes, len(layout.blocks), opened.pyramid_build_s)
 
 
-def _build_while_decoding(source, finfo, samples, settings, generation: int, on_decode, progress,
+def _build_while_decoding(source, finfo, samples, prefault, settings, generation: int, on_decode, progress,
                           building, stamps: dict) -> Opened | None:
     """Long 16-bit or lossy files: decode and build the pyramid at once, so that a partial
     overview exists while the rest decodes. Returns the file (its audio block still to be set by
@@ -243,7 +245,7 @@ def _build_while_decoding(source, finfo, samples, settings, generation: int, on_
     t = stamps["blocks"] = time.perf_counter()
 
     def decode(on_range):
-        audio.decode_into(source, samples, on_decode, on_range=on_range)
+        audio.decode_into(source, samples, on_decode, on_range=on_range, prefault=prefault)
         stamps["decoded"] = time.perf_counter()
 
     try:

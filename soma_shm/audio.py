@@ -150,13 +150,17 @@ def decode_into(
     progress: Callable[[float], None] | None = None,
     check_finite: bool = True,
     on_range: Callable[[int, int, int], None] | None = None,
+    prefault: Callable[[int, int], None] | None = None,
 ) -> AudioInfo:
     """Decode ``path`` into ``out`` (float32, at least ``frames`` long), mixing to mono.
 
     ``progress`` is called with the fraction decoded (0..1) after each chunk, ``on_range(part,
     start, stop)`` with the samples ``start:stop`` that decoder ``part`` has completed (each
-    decoder's range only grows; calls come from the decoding threads). Returns the file's
-    :class:`AudioInfo`.
+    decoder's range only grows; calls come from the decoding threads). ``prefault(start,
+    stop)``, if given, is called from one more thread with the chunks of ``out`` in the order the
+    decoders write them, ahead of them, so that ``out``'s memory is mapped (a shared block's
+    :meth:`~soma_shm.ipc.blocks.AudioBlock.prefault`) while they decode, not before they start
+    (chunks a decoder has already passed are skipped). Returns the file's :class:`AudioInfo`.
 
     Raises
     ------
@@ -239,25 +243,52 @@ def decode_into(
                 if on_range is not None:
                     on_range(part, start, done)
 
-    if parts == 1:
-        decode_part(0)
-    else:
-        errors: list[BaseException] = []
+    finished = threading.Event()
+    mapper = None
+    if prefault is not None:
 
-        def run(part: int) -> None:
-            try:
-                decode_part(part)
-            except BaseException as exc:  # re-raised in the caller's thread
-                errors.append(exc)
+        def map_ahead() -> None:
+            # Chunk k of every part, then chunk k + 1: the order the decoders reach them.
+            k = 0
+            while not finished.is_set():
+                pending = False
+                for part in range(parts):
+                    start = edges[part] + k * CHUNK_FRAMES
+                    if start >= edges[part + 1]:
+                        continue
+                    pending = True
+                    if counts[part] <= k * CHUNK_FRAMES:  # not passed by its decoder yet
+                        prefault(start, min(start + CHUNK_FRAMES, edges[part + 1]))
+                if not pending:
+                    return
+                k += 1
 
-        threads = [threading.Thread(target=run, args=(k,), name=f"soma-decode-{k}") for k in range(1, parts)]
-        for t in threads:
-            t.start()
-        run(0)
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        mapper = threading.Thread(target=map_ahead, name="soma-decode-map", daemon=True)
+        mapper.start()
+    try:
+        if parts == 1:
+            decode_part(0)
+        else:
+            errors: list[BaseException] = []
+
+            def run(part: int) -> None:
+                try:
+                    decode_part(part)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=run, args=(k,), name=f"soma-decode-{k}") for k in range(1, parts)]
+            for t in threads:
+                t.start()
+            run(0)
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+    finally:
+        finished.set()
+        if mapper is not None:
+            mapper.join()  # before the caller may close the block it maps
     done = sum(counts)
     if done < info.frames:
         raise AudioFormatError(

@@ -60,6 +60,38 @@ def test_chunked_decode_into_a_buffer_with_progress(monkeypatch, stereo_wav):
     assert len(seen) == 9 and seen == sorted(seen) and seen[-1] == 1.0
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_prefault_maps_chunks_ahead_of_the_decoders_and_stops_with_them(tmp_path, monkeypatch, threads):
+    # decode_into maps the destination's memory chunk by chunk from a thread of its own; the
+    # samples are those of a decode without it, and no chunk is asked for after it returns (the
+    # caller then owns, and may unmap, the block).
+    fs = 8_000
+    x = make_audio(6.0, fs, freqs=(300.0,), amp=0.3)
+    path = tmp_path / "x.flac"
+    sf.write(path, np.stack([x, 0.5 * x], axis=1), fs, subtype="PCM_16")
+    monkeypatch.setattr(audio, "CHUNK_FRAMES", 4_096)
+    monkeypatch.setattr(audio, "PARALLEL_MIN_FRAMES", 1_000)
+    monkeypatch.setattr(audio, "DECODE_THREADS", threads)
+    plain = np.empty(len(x), np.float32)
+    audio.decode_into(path, plain)
+    calls, returned = [], []
+
+    def prefault(start, stop):
+        calls.append((start, stop, bool(returned)))
+
+    out = np.empty(len(x), np.float32)
+    audio.decode_into(path, out, prefault=prefault)
+    returned.append(True)
+    np.testing.assert_array_equal(out, plain)
+    assert calls and not any(late for _, _, late in calls)
+    edges = [len(x) * k // threads for k in range(threads + 1)]
+    for start, stop, _ in calls:
+        part = max(k for k in range(threads) if edges[k] <= start)
+        # a chunk of one decoder's range, never across the end of it
+        assert (start - edges[part]) % 4_096 == 0 and start < stop <= min(start + 4_096, edges[part + 1])
+    assert len({c[:2] for c in calls}) == len(calls)  # each chunk at most once
+
+
 def test_decode_buffer_must_fit(stereo_wav):
     path, x, _, _ = stereo_wav
     with pytest.raises(soma_shm.ParameterError, match="at least 88200 frames"):

@@ -197,6 +197,32 @@ def test_audio_block_header_and_read_only_attach():
         block.unlink()
 
 
+def _rss_shmem_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssShmem:"))
+
+
+def test_prefaulting_part_of_an_audio_block_maps_that_part_and_leaves_it_closable():
+    # A file's block is mapped part by part while it decodes: each part once, only that part,
+    # and nothing of it (no buffer export) keeps the block from being unmapped afterwards.
+    frames = 4 << 20  # 16 MiB of float32
+    block = AudioBlock.create(frames, 48_000.0, 1, populate=False)
+    try:
+        before = _rss_shmem_kib()
+        block.prefault(1 << 20, 2 << 20)  # 4 MiB
+        grown = _rss_shmem_kib() - before
+        assert 4096 <= grown <= 4096 + 16, grown
+        block.prefault(frames - 10, frames + 1_000)  # clipped to the block
+        x = block.samples()
+        x[:] = 0.5
+        assert x.sum(dtype=np.float64) == 0.5 * frames
+        del x
+    finally:
+        block.close()
+        block.unlink()
+    assert block.segment._mmap is None  # unmapped, not left for the views to release
+
+
 def test_a_slot_ring_is_not_an_audio_block():
     ring = SlotRing.create("viewport", 1, 1024)
     try:

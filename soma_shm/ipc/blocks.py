@@ -86,11 +86,14 @@ class AudioBlock:
         self.generation = generation
 
     @classmethod
-    def create(cls, frames: int, sample_rate: float, generation: int) -> "AudioBlock":
+    def create(cls, frames: int, sample_rate: float, generation: int, populate: bool = True) -> "AudioBlock":
+        """A new block; ``populate=False`` leaves its pages to be mapped as they are filled
+        (:meth:`prefault`, part by part ahead of a decoder)."""
         if frames <= 0:
             raise SharedMemoryError(f"an audio block needs at least one frame, got {frames}")
         seg = Segment.create("audio", HEADER + 4 * frames)
-        seg.populate()  # about to be filled whole by the decoder
+        if populate:
+            seg.populate()  # about to be filled whole
         buf = seg.buf
         buf[0:8] = _MAGIC
         np.frombuffer(buf, dtype=np.uint32, count=2, offset=8)[:] = (_VERSION, 0)
@@ -121,6 +124,10 @@ class AudioBlock:
     def samples(self) -> np.ndarray:
         """The samples: writable for the owner (to decode into), read-only for workers."""
         return self.segment.array(np.float32, (self.frames,), offset=HEADER)
+
+    def prefault(self, start: int, stop: int) -> None:
+        """Owner: map the pages of samples ``start:stop`` for writing now (see :meth:`Segment.populate`)."""
+        self.segment.populate(HEADER + 4 * start, HEADER + 4 * stop)
 
     def desc(self) -> AudioDesc:
         return AudioDesc(self.segment.name, self.segment.size, self.frames, self.sample_rate, self.generation)
