@@ -52,11 +52,16 @@ def _children() -> set[int]:
     return {p.pid for p in worker_processes()}
 
 
-def _live_engine_workers() -> set[int]:
-    """Workers of engines still open (e.g. a module-scoped engine shared by several tests)."""
+def live_engines() -> list:
+    """Engines still open (e.g. a module-scoped engine shared by several tests)."""
     from soma_shm.engine import _ENGINES
 
-    return {pid for eng in list(_ENGINES) if not eng._closed for pid in eng.worker_pids()}
+    return [eng for eng in list(_ENGINES) if not eng._closed]
+
+
+def _live_engine_workers() -> set[int]:
+    """Workers of engines still open."""
+    return {pid for eng in live_engines() for pid in eng.worker_pids()}
 
 
 def _ours() -> set[str]:

@@ -17,7 +17,7 @@ import soundfile as sf
 import soma_shm
 from soma_shm.ipc.shm import list_segments, run_prefix
 from tests import worker_tasks as wt
-from tests.conftest import worker_processes
+from tests.conftest import live_engines, worker_processes
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -162,7 +162,11 @@ def test_strict_mode_never_exceeds_two_worker_processes(tone):
     x, fs = tone
     samples = []
     stop = threading.Event()
-    others = {p.pid for p in _descendants()}  # e.g. the idle module-scoped engine's workers
+    # Processes of other engines (the module-scoped one) are told apart by their pids now: wait
+    # until those engines have all their workers, so that none of theirs still starting (the
+    # replacement of one a previous test terminated) is counted as this engine's.
+    assert all(eng.wait_ready(120) for eng in live_engines())
+    others = {p.pid for p in _descendants()}
     with soma_shm.Engine(spares=False) as eng:
         eng.open(x, sample_rate=fs)
 
@@ -231,11 +235,13 @@ def test_crash_matrix(method, tone):
 
 def test_sigkill_of_a_worker_mid_request_from_outside(engine):
     h = wt.submit(engine, "viewport", "sleep", seconds=5.0)
-    deadline = time.monotonic() + 10
-    while engine.stats()["viewport"]["busy"] is False and time.monotonic() < deadline:
-        time.sleep(0.01)
-    busy = [engine.stats()["viewport"]["busy_pid"]]
-    os.kill(busy[0], signal.SIGKILL)
+    # Killed once it has taken the request: a worker killed before that never started it, and
+    # the request is rightly given to the next worker instead of failing.
+    deadline = time.monotonic() + 30
+    while not (st := engine.stats()["viewport"])["busy_started"]:
+        assert time.monotonic() < deadline, "no worker took the request"
+        time.sleep(0.005)
+    os.kill(st["busy_pid"], signal.SIGKILL)
     with pytest.raises(soma_shm.WorkerCrashed) as ei:
         h.result(timeout=30)
     assert ei.value.exitcode == -signal.SIGKILL
