@@ -4,7 +4,8 @@ numba compiles a kernel the first time it is called and caches the machine code 
 :mod:`soma_shm.kernels._jit`); later processes load it in about a second. The first compile takes
 tens of seconds, so the first process that needs a kernel while none is cached
 (:func:`ensure_kernels`, called by every wrapper before it loads the kernels) compiles them all:
-one process per group of :data:`GROUPS`, side by side (``python -m soma_shm.warmup TASK...``),
+in as many processes as there are cores, side by side (``python -m soma_shm.warmup TASK...``),
+each taking the next task no process has taken yet, longest first (:func:`task_order`),
 while every other process that needs them waits on a lock and reports the compiling process's
 progress instead of compiling the same code again. A marker file in the cache folder, named
 after the kernels' source stamp and numba's version, says the cache is complete.
@@ -29,20 +30,24 @@ import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["GROUPS", "WEIGHTS", "ensure_kernels", "kernels", "kernels_ready"]
+__all__ = ["WEIGHTS", "ensure_kernels", "kernels", "kernels_ready", "task_order"]
 
 log = logging.getLogger("soma_shm.warmup")
 
 CHILD_ENV = "SOMA_SHM_WARMUP_CHILD"  # set in the compiling processes: they compile, never wait
 DONE_DIR_ENV = "SOMA_SHM_WARMUP_DONE"  # folder where compiling processes mark finished tasks
 
-# Task (see soma_shm.warmup.TASKS) -> seconds of the cold compile on the reference machine.
-WEIGHTS = {"cwt_pooling": 7.7, "cwt": 6.4, "snap": 3.5, "stft": 3.5, "tonemap": 1.0, "pyramid": 6.6, "synth": 4.2}
-# One process per group, about equal in time. Kernels two groups share are compiled by one of
-# them before the other needs them: ``cwt`` links the CWT pooling that the other group compiles
-# first (it waits for it, see AFTER), ``pyramid`` the frame filler ``stft`` compiles first.
-GROUPS: tuple[tuple[str, ...], ...] = (("cwt_pooling", "pyramid", "tonemap"), ("stft", "snap", "synth", "cwt"))
-AFTER = {"cwt": "cwt_pooling"}  # task -> task of another group it reuses (waits up to AFTER_WAIT_S)
+# Task (see soma_shm.warmup.TASKS) -> CPU seconds of its compile on the reference machine, after
+# the tasks it reuses (perf/compile_profile.py): the order tasks are taken in, and the progress
+# line's weights.
+WEIGHTS = {"cwt_pooling": 6.8, "cwt_rows": 2.2, "cwt": 2.6, "snap": 2.6, "stft": 3.3, "pyramid": 4.6,
+           "pyramid_view": 3.0, "tonemap": 0.7, "synth": 3.3}
+# Task -> tasks whose kernels it links (compiled by them for the same argument types, then
+# loaded from the cache instead of compiled again): taken only once those are done (or after
+# AFTER_WAIT_S, when it compiles them itself). Meanwhile a process takes other tasks, so two
+# processes split the CWT image's kernels between them and compile the kernels that the CWT
+# image and the snapping (or the STFT image and the pyramid) share once, not once each.
+AFTER = {"cwt": ("cwt_pooling", "cwt_rows"), "snap": ("cwt_rows",), "pyramid": ("stft",)}
 AFTER_WAIT_S = 120.0
 
 _ready = False
@@ -101,7 +106,7 @@ def ensure_kernels(
         ``progress(fraction, message)`` while compiling, or while waiting for another process
         that compiles them (not called when the cache is complete).
     processes : int, optional
-        Compiling processes (default: one per group, at most the number of cores).
+        Compiling processes (default: one per core, at most one per task).
     force : bool
         Compile again even if the cache is complete.
 
@@ -168,8 +173,30 @@ def ensure_kernels(
         return True
 
 
+def task_order() -> list[str]:
+    """Every task, longest first (:data:`WEIGHTS`), each after the tasks it reuses (:data:`AFTER`).
+
+    Compiling processes take the first task no other has taken (longest processing time first):
+    the two longest start side by side and short ones fill in at the end, whichever process
+    frees up first, so a process slowed down by other work on the machine takes fewer tasks.
+    """
+    order: list[str] = []
+
+    def add(name: str) -> None:
+        if name in order or name not in WEIGHTS:
+            return
+        for before in sorted(AFTER.get(name, ()), key=lambda t: -WEIGHTS.get(t, 0.0)):
+            add(before)
+        order.append(name)
+
+    for name in sorted(WEIGHTS, key=lambda t: -WEIGHTS[t]):
+        add(name)
+    return order
+
+
 def _compile(progress, processes) -> None:
-    n = min(len(GROUPS), processes if processes is not None else (os.cpu_count() or 1))
+    names = task_order()
+    n = max(1, min(len(names), processes if processes is not None else (os.cpu_count() or 1)))
     total = sum(WEIGHTS.values())
     done: list[str] = []
     lock = threading.Lock()
@@ -182,34 +209,32 @@ def _compile(progress, processes) -> None:
         if progress is not None:
             progress(fraction, f"{task} ready ({len(done)}/{len(WEIGHTS)}, {time.perf_counter() - t0:.0f} s)")
 
-    names = [t for g in GROUPS for t in g]
     if progress is not None:
-        progress(0.0, f"compiling {len(names)} sets of kernels in {max(n, 1)} process(es)")
-    groups = [tuple(t for g in GROUPS[k::n] for t in g) for k in range(max(n, 1))]
+        progress(0.0, f"compiling {len(names)} sets of kernels in {n} process(es)")
     env = dict(os.environ, **{CHILD_ENV: "1"})
     root = str(Path(__file__).resolve().parent.parent)  # the soma_shm the caller imported
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     done_dir = tempfile.TemporaryDirectory(prefix="soma_warmup_")
     env[DONE_DIR_ENV] = done_dir.name
-    errs = [tempfile.TemporaryFile("w+") for _ in groups]  # a file, so a chatty child never blocks
+    errs = [tempfile.TemporaryFile("w+") for _ in range(n)]  # a file, so a chatty child never blocks
     procs = [
-        subprocess.Popen([sys.executable, "-m", "soma_shm.warmup", *g], env=env, stdout=subprocess.PIPE,
+        subprocess.Popen([sys.executable, "-m", "soma_shm.warmup", *names], env=env, stdout=subprocess.PIPE,
                          stderr=e, stdin=subprocess.DEVNULL, text=True)
-        for g, e in zip(groups, errs)
+        for e in errs
     ]
-    failed: list[tuple[tuple[str, ...], str]] = []
+    failed: list[str] = []
 
-    def watch(p: subprocess.Popen, group: tuple[str, ...], err) -> None:
+    def watch(p: subprocess.Popen, err) -> None:
         for line in p.stdout:
             task = line.strip()
             if task in WEIGHTS:
                 finished(task)
         if p.wait() != 0:
             err.seek(0)
-            failed.append((group, err.read()))
+            failed.append(err.read())
         err.close()
 
-    watchers = [threading.Thread(target=watch, args=(p, g, e), daemon=True) for p, g, e in zip(procs, groups, errs)]
+    watchers = [threading.Thread(target=watch, args=(p, e), daemon=True) for p, e in zip(procs, errs)]
     for w in watchers:
         w.start()
     try:
@@ -225,9 +250,9 @@ def _compile(progress, processes) -> None:
     if failed:
         # Not marked complete: the kernels a failed process should have made are compiled by the
         # first process that calls them, which raises a real error with its traceback.
-        for group, err in failed:
-            log.warning("compiling %s in a separate process failed:\n%s", group, err[-2000:])
-        raise _CompileFailed(", ".join(t for g, _ in failed for t in g))
+        for err in failed:
+            log.warning("a process compiling kernels failed:\n%s", err[-2000:])
+        raise _CompileFailed(", ".join(t for t in names if t not in done) or "a compiling process failed")
 
 
 class _CompileFailed(Exception):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import kernel_cache
-from .kernel_cache import AFTER, AFTER_WAIT_S, DONE_DIR_ENV, GROUPS, ensure_kernels
+from .kernel_cache import AFTER, AFTER_WAIT_S, DONE_DIR_ENV, ensure_kernels
 
 __all__ = ["TASKS", "LABEL", "TerminalProgress", "run_tasks", "warm_up"]
 
@@ -38,17 +38,36 @@ def _task_cwt() -> None:
 
 
 def _task_cwt_pooling() -> None:
-    # The largest part of the CWT kernel, compiled on its own (with the argument types the CWT
+    # The largest part of the CWT kernel, compiled on its own (for the argument types the CWT
     # kernel passes) so that another process can compile it while the first does the rest.
     import numpy as np
+    from numba import typeof
 
     from .kernels import cwt
 
-    y = (np.arange(64) % 7).astype(np.complex64)
+    y = np.zeros(64, np.complex64)
     cols = np.arange(0, 33, 4, dtype=np.int64)
     out = np.zeros((2, 8), np.float32)
-    for step in (0.5, 2.0, 8.0):  # the three pooling paths
-        cwt.pool_row(y, step, 4, cols[:-1], cols[1:] - 1, 1.0, out[1, 0:8])
+    # Only kernels call it (no Python entry point): compiled for these types without running.
+    cwt.pool_row.compile(tuple(typeof(a) for a in (y, 2.0, 4, cols[:-1], cols[1:] - 1, 1.0, out[1, 0:8])))
+
+
+def _task_cwt_rows() -> None:
+    # What the CWT image and the snapping share: the segments' FFTs and a row's decimated
+    # inverse FFT, for the argument types both kernels pass.
+    import numpy as np
+    from numba import typeof
+
+    from . import _validate
+    from .kernels import cwt
+    from .plans import cwt_plan
+    from .settings import AnalysisSettings
+
+    x, fs = _signal()
+    plan = cwt_plan(fs, 2401, 100.0, 2000.0, 4, 8, AnalysisSettings())
+    segs, rows, wavelet = plan.kernel_args()
+    spectra, offsets = cwt.segment_spectra(_validate.read_only(x), 800, *segs)
+    cwt.plan_row.compile(tuple(typeof(a) for a in (spectra, offsets, segs, rows, wavelet, np.int64(0))))
 
 
 def _task_snap() -> None:
@@ -76,14 +95,10 @@ def _task_tonemap() -> None:
 def _task_pyramid() -> None:
     import numpy as np
 
-    from .pyramid import ProgressiveBuild, Pyramid, PyramidLayout, build_pyramid
+    from .pyramid import ProgressiveBuild, PyramidLayout, build_pyramid
 
     x, fs = _signal()
     pyr = build_pyramid(x, fs, reference=1.0)
-    levels = pyr.buffer.copy()
-    levels.flags.writeable = False  # a worker's mapping of the shared block
-    for p in (pyr, Pyramid(pyr.layout, levels, pyr.top, pyr.scale)):
-        p.image(0.0, 0.5, 100, 2000, 8, 4)
     # Built while decoding, with the 0 dB level pooled from the same transforms.
     x = np.tile(x, 64)  # enough frames for every column of the 0 dB level's image
     lay = PyramidLayout.for_recording(x.size, fs, pyr.layout.nfft, pyr.layout.hop)
@@ -91,6 +106,20 @@ def _task_pyramid() -> None:
     build.add(0, 0, x.size)
     build.finish()
     assert build.reference() is not None
+
+
+def _task_pyramid_view() -> None:
+    # A view cut from a pyramid (its content does not matter; the view reads its levels as
+    # read-only arrays, whether the owner's block or a worker's mapping).
+    import numpy as np
+
+    from .pyramid import Pyramid, PyramidLayout
+    from .settings import AnalysisSettings
+
+    x, fs = _signal()
+    s = AnalysisSettings()
+    lay = PyramidLayout.for_recording(x.size, fs, s.stft_nfft(fs), s.stft_hop(fs))
+    Pyramid(lay, np.zeros(lay.nbytes, np.uint8), 1.0, 1.0).image(0.0, 0.5, 100, 2000, 8, 4)
 
 
 def _task_synth() -> None:
@@ -101,11 +130,13 @@ def _task_synth() -> None:
 
 TASKS: dict[str, Callable[[], None]] = {
     "cwt_pooling": _task_cwt_pooling,
+    "cwt_rows": _task_cwt_rows,
     "cwt": _task_cwt,
     "snap": _task_snap,
     "stft": _task_stft,
     "tonemap": _task_tonemap,
     "pyramid": _task_pyramid,
+    "pyramid_view": _task_pyramid_view,
     "synth": _task_synth,
 }
 
@@ -148,7 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("warmup", help="compile and cache every kernel now (make setup runs it)")
     p.add_argument("--force", action="store_true", help="compile again even if the cache is complete")
     p.add_argument("--processes", type=int, default=None,
-                   help=f"compiling processes (default: {len(GROUPS)}, at most the number of cores)")
+                   help="compiling processes (default: one per core)")
     p.set_defaults(func=run)
 
 
@@ -167,19 +198,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _claim(done_dir: str, name: str) -> bool:
+    """Take task ``name`` unless another compiling process has (one file each, created once)."""
+    try:
+        os.close(os.open(os.path.join(done_dir, f"{name}.taken"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def _child(names: list[str]) -> None:
-    """A compiling process: run ``names`` in order, say each on stdout and mark it done."""
+    """A compiling process: take the first of ``names`` (in order) that no other process has
+    taken and whose tasks it reuses (``AFTER``) are done, run it, say so on stdout, repeat.
+
+    Without a shared folder (``SOMA_SHM_WARMUP_DONE``), it runs them all, in order."""
     done_dir = os.environ.get(DONE_DIR_ENV)
-    for name in names:
-        before = AFTER.get(name)
-        if done_dir and before and before not in names:
-            deadline = time.monotonic() + AFTER_WAIT_S
-            while not os.path.exists(os.path.join(done_dir, before)) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        TASKS[name]()
-        if done_dir:
-            Path(done_dir, name).touch()
-        print(name, flush=True)
+    if not done_dir:
+        for name in names:
+            TASKS[name]()
+            print(name, flush=True)
+        return
+    todo = list(names)
+    deadline = time.monotonic() + AFTER_WAIT_S
+    while todo:
+        for name in todo:
+            waiting = time.monotonic() < deadline and any(
+                before in names and not os.path.exists(os.path.join(done_dir, before)) for before in AFTER.get(name, ()))
+            if waiting:
+                continue  # another process compiles what it reuses: take the next one meanwhile
+            todo.remove(name)
+            if _claim(done_dir, name):
+                TASKS[name]()
+                Path(done_dir, name).touch()
+                print(name, flush=True)
+            break
+        else:
+            time.sleep(0.05)  # every task left waits for one another process compiles
 
 
 if __name__ == "__main__":  # a compiling process started by ensure_kernels

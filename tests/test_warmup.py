@@ -86,7 +86,6 @@ _SMALL_WARMUP = """
     from soma_shm import kernel_cache
 
     # Two quick task sets stand in for the full compile (which takes tens of seconds).
-    kernel_cache.GROUPS = (("tonemap",), ("stft",))
     kernel_cache.WEIGHTS = {{"tonemap": 1.0, "stft": 3.0}}
     compiled = kernel_cache.ensure_kernels(lambda f, m: print(json.dumps([f, m]), flush=True), processes={processes})
     print(json.dumps({{"compiled": compiled, "ready": kernel_cache.kernels_ready(),
@@ -101,7 +100,7 @@ def test_first_run_compiles_in_parallel_processes_and_later_runs_load_the_cache(
     steps, summary = lines[:-1], lines[-1]
     assert summary["compiled"] and summary["ready"] and Path(summary["marker"]).exists()
     assert steps[0] == [0.0, "compiling 2 sets of kernels in 2 process(es)"]
-    assert {m.split(" ")[0] for _, m in steps[1:]} == {"tonemap", "stft"}
+    assert sorted(m.split(" ")[0] for _, m in steps[1:]) == ["stft", "tonemap"]  # each once, in either process
     assert steps[-1][0] == pytest.approx(1.0)
     assert [f for f, _ in steps] == sorted(f for f, _ in steps)
     # The compiled code is in the cache: the next process neither compiles nor reports.
@@ -147,3 +146,45 @@ def test_warmup_command_reports_and_is_quick_once_compiled():
     bad = subprocess.run([sys.executable, "-m", "soma_shm", "warmup", "--processes", "0"], capture_output=True,
                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert bad.returncode == 2 and "--processes 0 must be at least 1" in bad.stderr
+
+
+def test_compiling_processes_take_the_longest_tasks_first_and_a_reused_one_before_its_user(monkeypatch):
+    from soma_shm import kernel_cache
+
+    monkeypatch.setattr(kernel_cache, "WEIGHTS", {"small": 1.0, "user": 5.0, "reused": 2.0, "mid": 3.0, "tiny": 0.5})
+    monkeypatch.setattr(kernel_cache, "AFTER", {"user": ("reused", "tiny")})
+    assert kernel_cache.task_order() == ["reused", "tiny", "user", "mid", "small"]
+
+
+def test_side_by_side_compilers_run_each_task_once_and_a_user_after_what_it_reuses(tmp_path, monkeypatch):
+    import threading
+
+    from soma_shm import warmup
+
+    runs: list[tuple[str, str, float, float]] = []
+    lock = threading.Lock()
+
+    def task(name: str, seconds: float):
+        def run():
+            t = time.monotonic()
+            time.sleep(seconds)
+            with lock:
+                runs.append((name, threading.current_thread().name, t, time.monotonic()))
+        return run
+
+    tasks = {"reused": task("reused", 0.3), "user": task("user", 0.1), "mid": task("mid", 0.2),
+             "small": task("small", 0.05)}
+    monkeypatch.setattr(warmup, "TASKS", tasks)
+    monkeypatch.setattr(warmup, "AFTER", {"user": ("reused",)})
+    monkeypatch.setenv(warmup.DONE_DIR_ENV, str(tmp_path))
+    order = ["reused", "user", "mid", "small"]
+    procs = [threading.Thread(target=warmup._child, args=(order,), name=f"p{i}") for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=30)
+    assert sorted(r[0] for r in runs) == sorted(order)  # every task once
+    by_name = {r[0]: r for r in runs}
+    assert by_name["user"][2] >= by_name["reused"][3]  # started after what it reuses was done
+    # While "reused" compiled, the other compiler did not sit idle: it took "mid" meanwhile.
+    assert by_name["mid"][1] != by_name["reused"][1] and by_name["mid"][2] < by_name["reused"][3]
