@@ -11,6 +11,7 @@
 - ``fastmath`` is off: the accuracy contract (0.5 dB against a float64 reference) is tested with
   IEEE semantics.
 - ``inline="always"`` only for small per-pixel helpers (:data:`jit_inline`).
+- kernels only other kernels call get no Python entry point (:data:`jit_callee`).
 - ``parallel=True`` only for kernels with an outer ``prange`` over independent rows or columns;
   set the thread count with ``numba.set_num_threads`` (workers do, per role).
 
@@ -36,7 +37,9 @@ import rocket_fft  # noqa: F401
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
-JIT_OPTIONS = dict(nogil=True, fastmath=False, error_model="numpy")
+# No C-callable wrapper (for numba's first-class function values, which the kernels never use):
+# one function less to generate and optimise per kernel.
+JIT_OPTIONS = dict(nogil=True, fastmath=False, error_model="numpy", no_cfunc_wrapper=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -96,12 +99,18 @@ def cache_dir() -> str:
 
 
 jit = _cached(**JIT_OPTIONS)
-"""Decorator for serial kernels."""
+"""Decorator for serial kernels that Python calls (the wrappers, or tests)."""
+
+jit_callee = _cached(no_cpython_wrapper=True, **JIT_OPTIONS)
+"""Decorator for serial kernels that only other kernels call: no Python entry point is compiled
+(the code that unboxes each argument from a Python object, a sizeable part of a small kernel's
+compile, optimised again in every caller that links it). Python cannot call them; to compile one
+ahead, ``kernel.compile(argument types)``."""
 
 jit_parallel = _cached(parallel=True, **JIT_OPTIONS)
 """Decorator for kernels whose outer loop is a ``prange``."""
 
-jit_inline = _cached(inline="always", **JIT_OPTIONS)
+jit_inline = _cached(inline="always", no_cpython_wrapper=True, **JIT_OPTIONS)
 """Decorator for small helpers called once per pixel from a hot loop: numba inlines them into
 the caller before compiling it. A call that is not inlined passes every array as a handful of
 scalars; for the CWT pooling helpers that was 10-15 % of the pooling time. Keep it to small

@@ -33,10 +33,10 @@ import math
 import numpy as np
 import scipy.fft
 
-from ._jit import jit, jit_inline, jit_parallel, prange
+from ._jit import jit, jit_callee, jit_inline, jit_parallel, prange
 
 
-@jit
+@jit_callee
 def fill_padded(audio, start, x):
     """``x[i] = audio[start + i]`` where that index exists in the file, else 0."""
     n = audio.shape[0]
@@ -51,7 +51,7 @@ def fill_padded(audio, start, x):
         x[i] = 0.0
 
 
-@jit
+@jit_callee
 def band_to_baseband(X, klo, khi, fc_bin, gauss_a, taper_bin, taper_width_bins, Y):
     """Weighted band ``X[klo..khi]`` placed around index 0 of ``Y`` (length L), other entries 0.
 
@@ -218,7 +218,7 @@ def poly_power(c, t):
     return re * re + im * im
 
 
-@jit
+@jit_callee
 def _vertex(x1, y1, x2, y2, x3, y3):
     """Abscissa of the vertex of the parabola through three points, or NaN if it opens upwards."""
     den = (x1 - x2) * (x1 - x3) * (x2 - x3)
@@ -231,7 +231,7 @@ def _vertex(x1, y1, x2, y2, x3, y3):
     return -b / (2.0 * a)
 
 
-@jit
+@jit_callee
 def half_step_powers(y, h, lo, hi):
     """``h[2m] = |y[m]|^2`` and ``h[2m+1] = |y(m + 1/2)|^2`` for ``lo <= m <= hi`` (the samples
     under the image; the padding is skipped).
@@ -381,7 +381,7 @@ def column_peak(y, h, hbits, ua, ub, pa, pb, pa_out, pb_out, step_out):
     return best
 
 
-@jit
+@jit_callee
 def _column_spans(col_a, col_b):
     """Narrowest and widest column (samples from first to last)."""
     lo = hi = col_b[0] - col_a[0]
@@ -400,7 +400,7 @@ computes each once for two columns: on perf/bench_kernels.py's cwt2 rows, thresh
 steps pooled no faster than 4, side by side."""
 
 
-@jit
+@jit_callee
 def pool_row(y, step, offset, col_a, col_b, scale, out_row):
     """Max-pool ``|W|`` of one decimated row into image columns.
 
@@ -420,7 +420,7 @@ def pool_row(y, step, offset, col_a, col_b, scale, out_row):
         _pool_eager(y, inv, offset, col_a, col_b, scale, out_row)
 
 
-@jit
+@jit_callee
 def _peak_inside_narrow(y, ua, ub, pa, pb, before, after):
     """Max of ``|y|^2`` over a column narrower than half a step, given its end powers ``pa``,
     ``pb`` and the powers one sample outside (``before``, ``after``).
@@ -443,7 +443,7 @@ def _peak_inside_narrow(y, ua, ub, pa, pb, before, after):
     return best
 
 
-@jit
+@jit_callee
 def _pool_narrow(y, inv, offset, col_a, col_b, scale, out_row):
     """:func:`pool_row` for rows whose every column is narrower than half a decimated step.
 
@@ -500,7 +500,7 @@ def _pool_narrow(y, inv, offset, col_a, col_b, scale, out_row):
         pa = pn
 
 
-@jit
+@jit_callee
 def _pool_eager(y, inv, offset, col_a, col_b, scale, out_row):
     """:func:`pool_row` for rows whose columns span from about half a step to a few steps.
 
@@ -572,7 +572,7 @@ def _peak_near(y, h, j, ua, ub):
     return v
 
 
-@jit
+@jit_callee
 def _pool_lazy(y, inv, offset, col_a, col_b, scale, out_row):
     """:func:`pool_row` for rows whose columns span :data:`LAZY_EDGE_STEPS` or more.
 
@@ -609,7 +609,7 @@ def _pool_lazy(y, inv, offset, col_a, col_b, scale, out_row):
         out_row[c] = math.sqrt(v) * scale
 
 
-@jit
+@jit_callee
 def decimated_row(X, nfft, klo, khi, fc_bin, gauss_a, taper_bin, taper_width_bins, nifft):
     """Baseband W of one row at ``nifft`` samples over the segment (complex64), and its scale."""
     Y = np.empty(nifft, dtype=np.complex64)
@@ -638,7 +638,7 @@ def segment_spectra(audio, s0, seg_pad, seg_nfft):
     return spectra, offsets
 
 
-@jit
+@jit_callee
 def plan_row(spectra, offsets, segs, rows, wavelet, r):
     """Decimated baseband W of plan row ``r``: returns ``(y, scale, segment)``.
 

@@ -18,14 +18,14 @@ import math
 
 import numpy as np
 
-from ._jit import jit, jit_parallel, prange
+from ._jit import jit, jit_callee, jit_parallel, prange
 from .stft import _fill_frames
 
 BUILD_TASKS = 64  # parallel tasks per build call (contiguous runs of blocks)
 FFT_BLOCKS = 4  # blocks transformed per FFT call while building level 0 (8 frames at 50 % overlap)
 
 
-@jit
+@jit_callee
 def _keep_column(acc, col, t, first_col, last_col, ref_power, ref_edge):
     """Pool one task's part of reference column ``col`` (see build_base)."""
     if col < 0:
@@ -159,7 +159,7 @@ def _block_range(ca, cb, hop, S, nblocks, last_frame, first, last):
     return lo, hi
 
 
-@jit
+@jit_callee
 def _column_rows(q, mag_of, delta_of, gain_of, log_bin, row_k0, row_k1, k_lo, k_hi, interp_k, interp_w,
                  row_pos0, log_step, rows):
     """Rows (calibrated magnitude) of one column from its pooled bytes ``q``; see pyramid_image."""

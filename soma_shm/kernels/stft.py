@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-from ._jit import jit, jit_parallel, prange
+from ._jit import jit, jit_callee, jit_parallel, prange
 
-@jit
+@jit_callee
 def _fill_frames(audio, j0, hop, window, frames):
     """``frames[f] = window * audio[(j0+f)*hop - nfft/2 : ... + nfft]`` (zeros beyond the file)."""
     n = audio.shape[0]
@@ -43,7 +43,7 @@ def _fill_frames(audio, j0, hop, window, frames):
 FRAMES_PER_FFT_CALL = 32  # frames transformed at once: bounds memory per thread (~0.5 MiB at 2048)
 
 
-@jit
+@jit_callee
 def _pooled_power(spec, power):
     """``power[k] = max(power[k], max_f |spec[f, k]|^2)``."""
     for f in range(spec.shape[0]):
@@ -54,7 +54,7 @@ def _pooled_power(spec, power):
                 power[k] = p
 
 
-@jit
+@jit_callee
 def bins_to_rows(power, bin_row, interp_k, interp_w, log_fmax, log_step, bin_hz, rows):
     """Max-pool a power spectrum into log-frequency rows (power units), refining peaks."""
     H = rows.shape[0]

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from ._jit import jit, jit_inline, jit_parallel, prange
+from ._jit import jit, jit_callee, jit_inline, jit_parallel, prange
 
 BLOCK = 256
 """Longest piece in output samples (bounds the rounding of the phase polynomial; pieces start at
@@ -51,7 +51,7 @@ _S11 = -(TWO_PI**11) / 39916800.0
 _F1, _F3, _F5, _F7, _F9, _F11 = (np.float32(c) for c in (_S1, _S3, _S5, _S7, _S9, _S11))
 
 
-@jit
+@jit_callee
 def pchip_slopes(t, y, lo, hi, m):
     """Fritsch-Carlson monotone slopes of ``y(t)`` over knots ``lo..hi-1`` into ``m``.
 
@@ -97,7 +97,7 @@ def pchip_slopes(t, y, lo, hi, m):
         m[k0] = s
 
 
-@jit
+@jit_callee
 def _segment_integral(f0, f1, m0, m1, h, u):
     """Integral of the Hermite cubic (f0, f1, slopes m0, m1 over width h) from 0 to u*h."""
     u2 = u * u
@@ -110,7 +110,7 @@ def _segment_integral(f0, f1, m0, m1, h, u):
     return h * (f0 * i00 + h * m0 * i10 + f1 * i01 + h * m1 * i11)
 
 
-@jit
+@jit_callee
 def knot_phases(t, f, mf, lo, hi, phase):
     """``phase[k]`` = cycles from knot ``lo`` to knot ``k`` (integral of the frequency curve)."""
     phase[lo] = 0.0
@@ -118,7 +118,7 @@ def knot_phases(t, f, mf, lo, hi, phase):
         phase[k + 1] = phase[k] + _segment_integral(f[k], f[k + 1], mf[k], mf[k + 1], t[k + 1] - t[k], 1.0)
 
 
-@jit
+@jit_callee
 def prepare_one(t, f, a, mf, ma, phase, lo, hi):
     """Slopes of frequency and amplitude and knot phases of the partial of knots lo..hi-1."""
     pchip_slopes(t, f, lo, hi, mf)
@@ -140,7 +140,7 @@ def prepare_serial(t, f, a, offsets, mf, ma, phase):
         prepare_one(t, f, a, mf, ma, phase, offsets[p], offsets[p + 1])
 
 
-@jit
+@jit_callee
 def _taylor(t, f, a, mf, ma, phase, lo, hi, k, ts):
     """At source time ``ts`` (knot segment ``k``, which must hold ``ts``): the phase (cycles)
     and the first three derivatives of the frequency and of the amplitude (per second), from
@@ -174,7 +174,7 @@ def _taylor(t, f, a, mf, ma, phase, lo, hi, k, ts):
     return ph, fr, f1, f2, f3, am, a1, a2, a3
 
 
-@jit
+@jit_callee
 def _find_knot(t, lo, hi, ts):
     """Last knot index in lo..hi-2 with t <= ts (lo if ts is before the first)."""
     a = lo
@@ -190,7 +190,7 @@ def _find_knot(t, lo, hi, ts):
     return a
 
 
-@jit
+@jit_callee
 def partial_span(t, lo, hi, fs, stretch):
     """First and last output sample (inclusive) of the partial whose knots are lo..hi-1; a
     partial of one knot has no duration and no samples (last < first)."""
@@ -240,7 +240,7 @@ def _sines_faded(o, j0, c0, c1, c2, c3, c4, g0, g1, g2, g3, d0, d1, inv_fl):
         o[i] += np.float32((g0 + j * (g1 + j * (g2 + j * g3))) * w) * s
 
 
-@jit
+@jit_callee
 def render_partial(t, f, a, mf, ma, phase, lo, hi, fs, stretch, fade, gain, n_lo, n_hi, out, out_start):
     """Add ``gain`` x the partial (knots lo..hi-1) at output samples ``n_lo <= n < n_hi`` to
     ``out[n - out_start]``. Samples outside the partial's span are left alone.
