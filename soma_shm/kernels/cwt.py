@@ -232,6 +232,15 @@ def _vertex(x1, y1, x2, y2, x3, y3):
 
 
 @jit_callee
+def _half_steps_one_by_one(y, h, start, stop):
+    """:func:`half_step_powers` for samples ``start <= m < stop``, each through the interpolant."""
+    for m in range(start, stop):
+        v = y[m]
+        h[2 * m] = v.real * v.real + v.imag * v.imag
+        h[2 * m + 1] = interp_power(y, m + 0.5)
+
+
+@jit_callee
 def half_step_powers(y, h, lo, hi):
     """``h[2m] = |y[m]|^2`` and ``h[2m+1] = |y(m + 1/2)|^2`` for ``lo <= m <= hi`` (the samples
     under the image; the padding is skipped).
@@ -249,10 +258,8 @@ def half_step_powers(y, h, lo, hi):
     b = min(hi, L - 4)
     # The ends a vectorised pass cannot reach, one by one (the loop touches nothing else).
     first_stop = min(a, hi + 1)
-    for m in list(range(lo, first_stop)) + list(range(max(b + 1, first_stop), hi + 1)):
-        v = y[m]
-        h[2 * m] = v.real * v.real + v.imag * v.imag
-        h[2 * m + 1] = interp_power(y, m + 0.5)
+    _half_steps_one_by_one(y, h, lo, first_stop)
+    _half_steps_one_by_one(y, h, max(b + 1, first_stop), hi + 1)
     if a <= b:
         # Two passes over float32 arrays indexed from 0 (no negative index possible, so no
         # wrap-around checks): split y[a-2 .. b+3] into real and imaginary parts, then the

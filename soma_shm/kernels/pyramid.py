@@ -76,7 +76,10 @@ def build_base(audio, window, hop, n_frames, frames_per_block, lut, b_start, b_s
         pooled = np.empty(nb, dtype=np.float32)
         bits = pooled.view(np.uint32)
         acc = np.zeros(nb if with_ref else 0, dtype=np.float64)
-        first_col = last_col = cur = -1
+        # int64 throughout (not the literal -1, nor the loop's unsigned index): one compiled
+        # _keep_column, not one per combination of argument types.
+        first_col = last_col = cur = np.int64(-1)
+        task = np.int64(t)
         if with_ref:
             first_col = ref_col[t0 * F]
             last_col = ref_col[min(t1 * F, n_frames) - 1]
@@ -100,7 +103,7 @@ def build_base(audio, window, hop, n_frames, frames_per_block, lut, b_start, b_s
                         break
                     row = b * F + f
                     if with_ref and ref_col[j] != cur:
-                        _keep_column(acc, cur, t, first_col, last_col, ref_power, ref_edge)
+                        _keep_column(acc, cur, task, first_col, last_col, ref_power, ref_edge)
                         cur = ref_col[j]
                         for k in range(nb):
                             acc[k] = 0.0
@@ -114,7 +117,7 @@ def build_base(audio, window, hop, n_frames, frames_per_block, lut, b_start, b_s
                 for k in range(nb):
                     base[b0 + b, k] = lut[bits[k] >> 16]
         if with_ref:
-            _keep_column(acc, cur, t, first_col, last_col, ref_power, ref_edge)
+            _keep_column(acc, cur, task, first_col, last_col, ref_power, ref_edge)
 
 
 @jit_parallel
