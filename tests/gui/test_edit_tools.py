@@ -463,3 +463,35 @@ def test_panning_shifts_the_drawn_partials_and_an_edit_redraws_them(fresh, tones
     drag(page, start, (start[0] + 100, start[1] - 20), steps=10)
     page.wait_for_timeout(300)
     dense_columns(page, muted=("muted", "zigzag"))
+
+
+def test_panning_far_draws_the_partials_met_on_the_way(fresh, tones, tmp_path):
+    """Panning well beyond the margin drawn around the first view: the partials met on the way are
+    drawn where they belong at every stop, and once the view rests a cache around the new place
+    is ready (drawn between frames), so the next drag copies it again."""
+    page = fresh
+    load_dense(page, tones, tmp_path)
+    page.keyboard.press("0")
+    page.keyboard.press("h")
+    page.mouse.move(*to_css(page, 0.0, 1000.0))
+    page.mouse.wheel(0, -460)  # a 2.5 s window at the start: several points per column
+    page.wait_for_timeout(300)
+    t0, t1, *_ = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
+    assert t0 < 0.1 and t1 - t0 == pytest.approx(2.5, rel=0.05)
+    box = page.locator("[data-testid=canvas]").bounding_box()
+    centre = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    seen = set()
+    for _ in range(5):  # a fifth of a view at a time, later in time, to the end of the file
+        drag(page, centre, (centre[0] - box["width"] / 5, centre[1]), steps=8)
+        page.wait_for_timeout(150)
+        extents, _, kx = dense_columns(page)
+        assert 0.001 * kx < 1
+        seen |= set(extents)
+    t0, t1, *_ = map(float, page.get_attribute("[data-testid=canvas]", "data-view").split(","))
+    assert t1 == pytest.approx(5.0, abs=0.01)  # a whole view from the start: beyond the first margin
+    assert seen == set(DENSE)
+    copied = page.evaluate("() => window.somaMetrics.partialsFromCache || 0")
+    drag(page, centre, (centre[0] + 40, centre[1]), steps=4)
+    page.wait_for_timeout(150)
+    assert page.evaluate("() => window.somaMetrics.partialsFromCache") > copied
+    dense_columns(page)

@@ -1,7 +1,7 @@
 // Partials on the page: the store kept in step with the backend by edit events, the partials
 // canvas layer (culled by time; partials with several points per pixel column drawn as their
 // lowest-to-highest span per column straight into pixels, the others stroked one path per colour
-// with one vertex per pixel; while panning, a copy of what was drawn with a margin), the
+// with one vertex per pixel; while panning, a copy of a cache drawn with a margin in idle time), the
 // virtualised list, hit tests, box select and the selection HUD. The backend keeps the document
 // and its history; this module only mirrors it for drawing.
 
@@ -172,9 +172,11 @@ export class SpanRaster {
     this.g = null; this.cols = 0; this.value = 0; this.hy = 0; this.hx = 0; this.dash = 0; // the partial being written
   }
 
-  begin(w, h) {
-    if (w !== this.w || h !== this.h) { this.image = new ImageData(w, h); this.px = new Uint32Array(this.image.data.buffer); this.w = w; this.h = h; }
-    else this.px.fill(0);
+  // Makes the buffer w x h; true when it is new (all zero), false when the old one is kept as it was.
+  resize(w, h) {
+    if (w === this.w && h === this.h) return false;
+    this.image = new ImageData(w, h); this.px = new Uint32Array(this.image.data.buffer); this.w = w; this.h = h;
+    return true;
   }
 
   // Writes partial p's columns in pixel `value`: each column's span grown by `hy` pixels up and
@@ -224,112 +226,218 @@ export class SpanRaster {
     for (let c = ca; c <= cb; c++) for (let k = ya * W + c, e = yb * W; k < e; k += W) px[k] = value;
     this.cols++;
   }
-
-  end(ctx) { ctx.putImageData(this.image, 0, 0); }
 }
 
-const layerRaster = new SpanRaster(); // the layer's size (the panning cache has its own)
+const layerRaster = new SpanRaster(); // the layer's size (the panning caches have their own)
+const ROWS_PER_STEP = 64; // pixel-buffer rows zeroed or put on the canvas per step of a sliced drawing
+const PARTIALS_PER_STEP = 16; // decimated partials written per step of a sliced drawing
 
-// Draws the visible partials: selected ones get a white halo; muted ones are faint and dashed.
-// Dense partials (more points than pixel columns) are decimated into one pixel buffer first,
-// then the others are stroked over it, one path per colour and style.
+// The drawing of the partials of one view as a sequence of steps, run at once (drawPartials) or a
+// slice at a time (a panning cache, in idle time): the same pixels either way. Selected partials get
+// a white halo; muted ones are faint and dashed. Dense partials (more points than pixel columns) are
+// decimated into one pixel buffer first (the halos of the selected ones, the others, then the
+// selected ones, so no neighbour covers the one the user picked), the buffer is put on the canvas,
+// then the other partials are stroked over it, one path per colour and style.
+class PartialsDrawing {
+  // `clear`: the canvas may hold an earlier drawing (a reused cache canvas) and is cleared first.
+  constructor(view, store, selected, dpr, raster, w, h, clear = false) {
+    const g = this.g = geometry(view);
+    this.visible = store.inRange(view.t0, view.t1, view.fmin, view.fmax);
+    this.selected = selected; this.dpr = dpr; this.raster = raster; this.w = w; this.h = h; this.clear = clear;
+    this.dense = []; this.chosen = []; this.stroked = []; // decimated (not selected / selected), stroked
+    for (const p of this.visible) {
+      if (p.n > 1 && p.dt * g.kx < 1) (selected.has(p.id) ? this.chosen : this.dense).push(p);
+      else this.stroked.push(p);
+    }
+    this.decimated = this.dense.length + this.chosen.length;
+    this.vertices = 0;
+    const lw = 2 * dpr;
+    this.hy = lw / 2; this.hx = Math.max(0, Math.round(lw / 2) - 1);
+    this.halo = Math.max(1, Math.round(1.5 * dpr)); this.dash = Math.round(4 * dpr);
+    // Phases: 0 zero the buffer, 1 halos, 2 unselected dense, 3 selected dense, 4 put, 5 strokes.
+    this.phase = this.decimated ? 0 : 5; this.i = 0;
+  }
+
+  // Draws on ctx until performance.now() reaches `until` (looked at between steps); true once all
+  // is drawn. Without `until`, everything at once.
+  run(ctx, until = Infinity) {
+    const sliced = until !== Infinity, r = this.raster, g = this.g, W = this.w, H = this.h;
+    while (this.phase <= 5) {
+      if (sliced && performance.now() >= until) return false;
+      const ph = this.phase;
+      let finished;
+      if (ph === 0) {
+        if (this.i === 0 && r.resize(W, H)) finished = true; // a new buffer is zero already
+        else {
+          const e = sliced ? Math.min(H, this.i + ROWS_PER_STEP) : H;
+          r.px.fill(0, this.i * W, e * W);
+          this.i = e; finished = e === H;
+        }
+      } else if (ph <= 3) {
+        const list = ph === 2 ? this.dense : this.chosen;
+        const e = sliced ? Math.min(list.length, this.i + PARTIALS_PER_STEP) : list.length;
+        if (ph === 1) {
+          const white = pixelOf('#ffffff', false), hy = this.hy + this.halo, hx = this.hx + this.halo;
+          for (let i = this.i; i < e; i++) r.partial(list[i], g, white, hy, hx, 0);
+        } else {
+          for (let i = this.i; i < e; i++) {
+            const p = list[i];
+            this.vertices += r.partial(p, g, pixelOf(p.color, p.is_muted), this.hy, this.hx, p.is_muted ? this.dash : 0);
+          }
+        }
+        this.i = e; finished = e === list.length;
+      } else if (ph === 4) {
+        const e = sliced ? Math.min(H, this.i + ROWS_PER_STEP) : H;
+        ctx.putImageData(r.image, 0, 0, 0, this.i, W, e - this.i);
+        this.i = e; finished = e === H;
+      } else {
+        this.stroke(ctx);
+        finished = true;
+      }
+      if (finished) { this.phase++; this.i = 0; }
+    }
+    return true;
+  }
+
+  stroke(ctx) {
+    const g = this.g, dpr = this.dpr, lw = 2 * dpr, selected = this.selected, stroked = this.stroked;
+    if (this.clear && !this.decimated) ctx.clearRect(0, 0, this.w, this.h);
+    const groups = new Map();
+    if (selected.size) {
+      ctx.beginPath();
+      for (const p of stroked) if (selected.has(p.id)) this.vertices += tracePath(ctx, g, p);
+      ctx.strokeStyle = '#fff'; ctx.lineWidth = lw + 3 * dpr; ctx.lineJoin = 'round'; ctx.stroke();
+    }
+    for (const p of stroked) {
+      const key = p.is_muted ? `${p.color}|1` : p.color;
+      let list = groups.get(key);
+      if (!list) { list = []; groups.set(key, list); }
+      list.push(p);
+    }
+    for (const [key, list] of groups) {
+      const [color, muted] = key.split('|');  // muted: '1' or undefined
+      ctx.beginPath();
+      for (const p of list) this.vertices += tracePath(ctx, g, p);
+      ctx.strokeStyle = color; ctx.lineWidth = lw; ctx.globalAlpha = muted === '1' ? 0.4 : 1;
+      ctx.setLineDash(muted === '1' ? [4 * dpr, 4 * dpr] : []);
+      ctx.stroke();
+    }
+    ctx.globalAlpha = 1; ctx.setLineDash([]);
+  }
+}
+
+// Draws the visible partials of `view` on ctx at once (see PartialsDrawing).
 // Returns {partials, vertices, decimated} drawn (vertices: stroked vertices plus decimated columns).
 export function drawPartials(ctx, view, store, selected, dpr, raster = layerRaster) {
-  const visible = store.inRange(view.t0, view.t1, view.fmin, view.fmax);
-  const g = geometry(view);
-  const lw = 2 * dpr;
-  let vertices = 0, decimated = 0;
-  const stroked = [];
-  for (const p of visible) { if (p.n > 1 && p.dt * g.kx < 1) decimated++; else stroked.push(p); }
-  if (decimated) {
-    raster.begin(ctx.canvas.width, ctx.canvas.height);
-    const hy = lw / 2, hx = Math.max(0, Math.round(lw / 2) - 1), halo = Math.max(1, Math.round(1.5 * dpr));
-    const white = pixelOf('#ffffff', false), dash = Math.round(4 * dpr);
-    if (selected.size) {
-      for (const p of visible) {
-        if (selected.has(p.id) && p.n > 1 && p.dt * g.kx < 1) raster.partial(p, g, white, hy + halo, hx + halo, 0);
-      }
-    }
-    for (const p of visible) {
-      if (p.n < 2 || p.dt * g.kx >= 1 || (selected.size && selected.has(p.id))) continue;
-      vertices += raster.partial(p, g, pixelOf(p.color, p.is_muted), hy, hx, p.is_muted ? dash : 0);
-    }
-    // Selected partials last, so no neighbour covers the one the user picked.
-    if (selected.size) {
-      for (const p of visible) {
-        if (!selected.has(p.id) || p.n < 2 || p.dt * g.kx >= 1) continue;
-        vertices += raster.partial(p, g, pixelOf(p.color, p.is_muted), hy, hx, p.is_muted ? dash : 0);
-      }
-    }
-    raster.end(ctx);
-  }
-  const groups = new Map();
-  if (selected.size) {
-    ctx.beginPath();
-    for (const p of stroked) if (selected.has(p.id)) vertices += tracePath(ctx, g, p);
-    ctx.strokeStyle = '#fff'; ctx.lineWidth = lw + 3 * dpr; ctx.lineJoin = 'round'; ctx.stroke();
-  }
-  for (const p of stroked) {
-    const key = p.is_muted ? `${p.color}|1` : p.color;
-    let list = groups.get(key);
-    if (!list) { list = []; groups.set(key, list); }
-    list.push(p);
-  }
-  for (const [key, list] of groups) {
-    const [color, muted] = key.split('|');  // muted: '1' or undefined
-    ctx.beginPath();
-    for (const p of list) vertices += tracePath(ctx, g, p);
-    ctx.strokeStyle = color; ctx.lineWidth = lw; ctx.globalAlpha = muted === '1' ? 0.4 : 1;
-    ctx.setLineDash(muted === '1' ? [4 * dpr, 4 * dpr] : []);
-    ctx.stroke();
-  }
-  ctx.globalAlpha = 1; ctx.setLineDash([]);
-  return { partials: visible.length, vertices, decimated };
+  const d = new PartialsDrawing(view, store, selected, dpr, raster, ctx.canvas.width, ctx.canvas.height);
+  d.run(ctx);
+  return { partials: d.visible.length, vertices: d.vertices, decimated: d.decimated };
 }
 
 // ------------------------------------------------------------------------ panning cache
-// Panning moves every partial by the same whole number of pixels. After a frame at the same
-// scale as the one before (a pan, not a zoom), the partials are drawn once into a cache half a
-// view wider on each side and a quarter view taller above and below, and each following frame
-// copies its part of the cache (a blit instead of drawing thousands of partials) until the view
-// leaves the cache, the scale changes, or the partials, the selection or the layer size change.
+// Panning moves every partial by the same whole number of pixels. Around the view last drawn, the
+// partials are drawn into a cache half a view wider on each side and a quarter view taller above
+// and below, in idle time and a slice at a time, so no frame waits for it; a frame whose view lies
+// inside a finished cache of its scale (the same partials, selection and layer size) copies its part
+// (a blit instead of drawing thousands of partials). When the view comes within half a margin of
+// the cache's edge, a cache around it is started while the old one still serves; a frame outside
+// every finished cache (a zoom, a pan faster than a cache is drawn) draws its partials itself.
+const SLICE_MS = 8; // the longest slice of cache drawing in one idle period
+const whenIdle = typeof requestIdleCallback === 'function'
+  ? (fn) => requestIdleCallback(fn)
+  : (fn) => setTimeout(() => fn({ timeRemaining: () => SLICE_MS }), 0);
+
 function sameSet(a, b) {
   if (a.size !== b.size) return false;
   for (const x of a) if (!b.has(x)) return false;
   return true;
 }
 
+// Where a view of geometry g (W x H pixels) lies in cache c: {x, y, room} (room: the least margin
+// left on any side, as a fraction of the cache's margin), or null unless wholly inside it at a
+// whole-pixel offset.
+function placeIn(c, g, W, H) {
+  const sx = (g.t0 - c.t0) * g.kx, sy = (c.lfmax - g.lfmax) * g.ky, x = Math.round(sx), y = Math.round(sy);
+  if (Math.abs(sx - x) >= 0.01 || Math.abs(sy - y) >= 0.01 || x < 0 || y < 0 || x + W > c.w || y + H > c.h) return null;
+  return { x, y, room: Math.min(Math.min(x, c.w - W - x) / c.mx, Math.min(y, c.h - H - y) / c.my) };
+}
+
 export class PartialsLayer {
-  constructor() { this.canvas = null; this.raster = new SpanRaster(); this.cache = null; this.last = null; }
+  constructor() {
+    this.raster = new SpanRaster(); // the pixel buffer of the cache being drawn
+    this.cache = null; // the finished cache: {canvas, t0, lfmax, w, h, mx, my, decimated, ...its key}
+    this.job = null; // the cache being drawn: the same plus {drawing, ctx, store}
+    this.want = null; // the view of the last frame, while a cache around it is wanted and not started
+    this.spare = []; // canvases of dropped caches, reused
+    this.idle = false; // an idle callback is pending
+  }
 
   // Draws the partials of `view` on ctx (cleared); returns drawPartials' figures plus `cached`.
   draw(ctx, view, store, selected, dpr) {
     const W = ctx.canvas.width, H = ctx.canvas.height, g = geometry(view);
-    const same = (a) => a && a.version === store.version && a.dpr === dpr && a.W === W && a.H === H
-      && Math.abs(a.kx - g.kx) <= 1e-9 * g.kx && Math.abs(a.ky - g.ky) <= 1e-9 * g.ky;
-    const c = this.cache;
-    if (same(c) && sameSet(selected, c.selected)) {
-      const sx = (g.t0 - c.t0) * g.kx, sy = (c.lfmax - g.lfmax) * g.ky, rx = Math.round(sx), ry = Math.round(sy);
-      if (Math.abs(sx - rx) < 0.01 && Math.abs(sy - ry) < 0.01 && rx >= 0 && ry >= 0 && rx + W <= c.w && ry + H <= c.h) {
-        ctx.drawImage(this.canvas, rx, ry, W, H, 0, 0, W, H);
-        return { partials: store.inRange(view.t0, view.t1, view.fmin, view.fmax).length, vertices: 0, decimated: c.decimated, cached: true };
-      }
+    const fits = (c) => c.version === store.version && c.dpr === dpr && c.W === W && c.H === H
+      && Math.abs(c.kx - g.kx) <= 1e-9 * g.kx && Math.abs(c.ky - g.ky) <= 1e-9 * g.ky && sameSet(selected, c.selected);
+    if (this.cache && !fits(this.cache)) this.drop('cache');
+    if (this.job && (!fits(this.job) || !placeIn(this.job, g, W, H))) this.drop('job'); // of no use for this view
+    const at = this.cache && placeIn(this.cache, g, W, H);
+    let out;
+    if (at) {
+      ctx.drawImage(this.cache.canvas, at.x, at.y, W, H, 0, 0, W, H);
+      out = { partials: store.inRange(view.t0, view.t1, view.fmin, view.fmax).length, vertices: 0,
+              decimated: this.cache.decimated, cached: true };
+    } else {
+      out = { ...drawPartials(ctx, view, store, selected, dpr), cached: false };
     }
-    const panning = same(this.last);
-    this.last = { version: store.version, dpr, W, H, kx: g.kx, ky: g.ky };
-    this.cache = null;
-    if (!panning) return { ...drawPartials(ctx, view, store, selected, dpr), cached: false };
-    const mx = Math.round(W / 2), my = Math.round(H / 4), w = W + 2 * mx, h = H + 2 * my;
+    this.want = null;
+    if (!this.job && (!at || at.room < 0.5)) {
+      this.want = { view: { t0: view.t0, t1: view.t1, fmin: view.fmin, fmax: view.fmax }, g, store, version: store.version,
+                    selected: new Set(selected), dpr, W, H };
+      this.schedule();
+    }
+    return out;
+  }
+
+  drop(which) {
+    const c = this[which];
+    if (!c) return;
+    if (this.spare.length < 2) this.spare.push(c.canvas);
+    this[which] = null;
+  }
+
+  schedule() {
+    if (this.idle) return;
+    this.idle = true;
+    whenIdle((deadline) => { this.idle = false; this.work(deadline); });
+  }
+
+  // One slice of the cache being drawn (started from `want` if none is).
+  work(deadline) {
+    const until = performance.now() + Math.min(SLICE_MS, deadline.timeRemaining());
+    if (!this.job && this.want) {
+      const w = this.want;
+      this.want = null;
+      if (w.store.version === w.version) this.job = this.start(w);
+    }
+    const job = this.job;
+    if (!job) return;
+    if (job.store.version !== job.version) { this.drop('job'); return; } // an edit since: its frame wants another
+    if (!job.drawing.run(job.ctx, until)) { this.schedule(); return; }
+    this.drop('cache');
+    this.cache = { ...job, decimated: job.drawing.decimated, drawing: null, ctx: null, store: null };
+    this.job = null;
+  }
+
+  start(w) {
+    const { view, g, W, H } = w;
+    const mx = Math.max(1, Math.round(W / 2)), my = Math.max(1, Math.round(H / 4)), cw = W + 2 * mx, ch = H + 2 * my;
     const wide = { t0: view.t0 - mx / g.kx, t1: view.t1 + mx / g.kx, fmin: Math.exp(g.lfmax - (H - 1 + my) / g.ky),
-                   fmax: Math.exp(g.lfmax + my / g.ky), w, h };
-    if (!this.canvas || this.canvas.width !== w || this.canvas.height !== h) this.canvas = new OffscreenCanvas(w, h);
-    const cctx = this.canvas.getContext('2d');
-    cctx.clearRect(0, 0, w, h);
-    const drawn = drawPartials(cctx, wide, store, selected, dpr, this.raster);
-    this.cache = { ...this.last, selected: new Set(selected), t0: wide.t0, lfmax: g.lfmax + my / g.ky, w, h, decimated: drawn.decimated };
-    ctx.drawImage(this.canvas, mx, my, W, H, 0, 0, W, H);
-    return { partials: store.inRange(view.t0, view.t1, view.fmin, view.fmax).length, vertices: drawn.vertices,
-             decimated: drawn.decimated, cached: false };
+                   fmax: Math.exp(g.lfmax + my / g.ky), w: cw, h: ch };
+    let canvas = this.spare.pop();
+    if (!canvas || canvas.width !== cw || canvas.height !== ch) canvas = new OffscreenCanvas(cw, ch);
+    const ctx = canvas.getContext('2d');
+    return { version: w.version, store: w.store, dpr: w.dpr, W, H, kx: g.kx, ky: g.ky, selected: w.selected,
+             t0: wide.t0, lfmax: g.lfmax + my / g.ky, w: cw, h: ch, mx, my, canvas, ctx,
+             drawing: new PartialsDrawing(wide, w.store, w.selected, w.dpr, this.raster, cw, ch, true) };
   }
 }
 
