@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ParameterError
 from .backend import AppBackend, error_payload
+from .events import to_json
 
 __all__ = ["AppServer", "STATIC_DIR"]
 
@@ -156,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
+        self._send(status, to_json(obj), "application/json")
 
     def _deny(self) -> bool:
         if not self._host_ok():
@@ -304,7 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
                     continue
                 if event is None:
                     break
-                self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                self.wfile.write(b"data: " + to_json(event) + b"\n\n")
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass
