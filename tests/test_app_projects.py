@@ -154,6 +154,30 @@ def test_a_soma_app_project_gets_its_recordings_level(backend, recordings, tmp_p
     assert written["source"]["file_path"] == "take.wav"
 
 
+def test_a_project_of_the_open_file_keeps_its_overview_unless_its_settings_differ(backend, recordings, tmp_path):
+    """Loading a project of the file already open: with the open file's settings the overview
+    stays as it is (no new image for the page to fetch and colour while the partials arrive);
+    with other settings it is tone-mapped again and the engine takes them."""
+    events = Events(backend)
+    assert open_and_wait(backend, events, recordings[0])["type"] == "opened"
+    add(backend)
+    assert backend.save_project(str(tmp_path / "same.soma"))["status"] == "saved"
+    with backend._lock:
+        backend.document.settings = backend.engine.settings.replace(gamma=0.5)
+    assert backend.save_project(str(tmp_path / "brighter.soma"))["status"] == "saved"
+    overview, settings = backend._overview, backend.engine.settings
+    events.clear()
+    assert backend.load_project(str(tmp_path / "same.soma"))["opening"] is None
+    events.wait("document")
+    assert "overview" not in events.seen and backend._overview is overview
+    assert backend.engine.settings == settings and len(backend.document.partials) == 1
+    events.clear()
+    assert backend.load_project(str(tmp_path / "brighter.soma"))["opening"] is None
+    ev = events.wait("overview")
+    assert ev["overview"]["blob"] != overview["blob"] and backend.engine.settings.gamma == 0.5
+    events.wait("document")
+
+
 # ------------------------------------------------------------------------- failure injection
 def snapshot(backend: AppBackend):
     return (backend.document, backend.document.partials, backend.engine.settings, dict(backend._file or {}),

@@ -96,7 +96,10 @@ class ProjectsMixin:
                 matches = None if not (doc.source_md5 and open_md5) else doc.source_md5 == open_md5
                 settings_before = self.engine.settings
                 try:
-                    self._apply_settings(doc.settings)
+                    # The same settings: the overview is the same image (no new blob for the page
+                    # to fetch and colour, no new view to compute while the document arrives).
+                    if doc.settings != settings_before:
+                        self._apply_settings(doc.settings)
                 except BaseException:
                     self.engine.set_settings(settings_before)
                     raise
