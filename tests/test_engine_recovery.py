@@ -127,6 +127,16 @@ def test_a_worker_terminated_inside_numbas_thread_start_lock_leaves_the_others_w
     assert out.stdout.split("\n")[:2] == [f"crashed {-signal.SIGTERM}", "ok (20, 40)"]
 
 
+def test_forkserver_workers_never_walk_the_preloaded_kernels_in_their_collections(tone):
+    """The forkserver freezes what it preloaded (kernels, numba's caches): neither it (at exit,
+    where walking them took seconds) nor its workers' garbage collections walk those objects."""
+    x, fs = tone
+    with soma_shm.Engine(start_method="forkserver", spares=False) as eng:
+        eng.open(x, sample_rate=fs)
+        frozen = wt.submit(eng, "viewport", "frozen_objects").result(timeout=60)["frozen"]
+    assert frozen > 10_000
+
+
 def test_a_stopped_busy_worker_is_killed_and_queued_requests_proceed(tone):
     x, fs = tone
     with soma_shm.Engine(spares=True, timeout=300) as eng:

@@ -98,3 +98,10 @@ def die_starting_numba_threads(job) -> dict:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(60)
     return {}
+
+
+def frozen_objects(job) -> dict:
+    """How many objects this worker's garbage collector never walks (``gc.freeze``)."""
+    import gc
+
+    return {"frozen": gc.get_freeze_count()}
