@@ -176,7 +176,7 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
                     report.update(ok=True, overview_on_screen_s=round(time.perf_counter() - t0, 3),
                                   title=window.evaluate_js("document.title"),
                                   push=window.evaluate_js("window.somaPushCount || 0"))
-                    report["playback"] = _check_playback(window)
+                    report["playback"] = _check_playback(window, timeout=max(30.0, deadline - time.perf_counter()))
                     report["ok"] = report["playback"]["ok"]
                     break
                 time.sleep(0.1)

@@ -67,14 +67,14 @@ def test_window_shows_the_overview_under_xvfb(tmp_path):
     wav = tmp_path / "tone.wav"
     sf.write(wav, make_audio(3.0, 48_000, freqs=(440.0,)), 48_000)
     with _xvfb() as env:
-        proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "app", "--self-test", "60", str(wav)],
+        proc = subprocess.Popen([sys.executable, "-m", "soma_shm", "app", "--self-test", "150", str(wav)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         try:
-            out, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=240)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-            pytest.fail(f"the window did not close within 120 s; stderr: {err[-2000:]}")
+            pytest.fail(f"the window did not close within 240 s; stderr: {err[-2000:]}")
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     assert lines, f"no report; stderr: {err[-3000:]}"
     report = json.loads(lines[-1])
