@@ -34,6 +34,9 @@ __all__ = ["WEIGHTS", "ensure_kernels", "kernels", "kernels_ready", "task_order"
 
 log = logging.getLogger("soma_shm.warmup")
 
+# The default number of compiling processes: about 200 MB each, and the CWT's chain of tasks
+# (pooling and rows before the image) leaves little for more than four to share.
+MAX_PROCESSES = 4
 CHILD_ENV = "SOMA_SHM_WARMUP_CHILD"  # set in the compiling processes: they compile, never wait
 DONE_DIR_ENV = "SOMA_SHM_WARMUP_DONE"  # folder where compiling processes mark finished tasks
 
@@ -106,7 +109,7 @@ def ensure_kernels(
         ``progress(fraction, message)`` while compiling, or while waiting for another process
         that compiles them (not called when the cache is complete).
     processes : int, optional
-        Compiling processes (default: one per core, at most one per task).
+        Compiling processes (default: one per core, at most ``MAX_PROCESSES`` and one per task).
     force : bool
         Compile again even if the cache is complete.
 
@@ -196,7 +199,7 @@ def task_order() -> list[str]:
 
 def _compile(progress, processes) -> None:
     names = task_order()
-    n = max(1, min(len(names), processes if processes is not None else (os.cpu_count() or 1)))
+    n = max(1, min(len(names), processes if processes is not None else min(MAX_PROCESSES, os.cpu_count() or 1)))
     total = sum(WEIGHTS.values())
     done: list[str] = []
     lock = threading.Lock()

@@ -179,7 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("warmup", help="compile and cache every kernel now (make setup runs it)")
     p.add_argument("--force", action="store_true", help="compile again even if the cache is complete")
     p.add_argument("--processes", type=int, default=None,
-                   help="compiling processes (default: one per core)")
+                   help="compiling processes (default: one per core, at most 4)")
     p.set_defaults(func=run)
 
 
