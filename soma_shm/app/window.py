@@ -77,7 +77,7 @@ def _allow_audio(window) -> None:
 
 _PLAYBACK_JS = ("(() => { const p = window.somaPlayback; return p && p.ctx ? {state: p.ctx.state, "
                 "clock: p.ctx.currentTime, position: p.position(), chunks: p.metrics.chunks, "
-                "errors: p.metrics.errors } : null })()")
+                "errors: p.metrics.errors, playing: p.playing } : null })()")
 
 
 def _check_playback(window, seconds: float = 1.0, timeout: float = 20.0) -> dict:
@@ -85,11 +85,16 @@ def _check_playback(window, seconds: float = 1.0, timeout: float = 20.0) -> dict
     must then advance together for ``seconds``; Play again stops it."""
     play = "document.querySelector('[data-testid=play]').click()"
     window.evaluate_js(play)
-    deadline = time.perf_counter() + timeout
+    deadline = pressed = time.perf_counter()
+    deadline += timeout
     a = window.evaluate_js(_PLAYBACK_JS)
     while not (a and a["state"] == "running" and a["chunks"] > 0 and a["position"] is not None):
-        if time.perf_counter() > deadline:
+        now = time.perf_counter()
+        if now > deadline:
             return {"ok": False, "error": f"playback did not start within {timeout} s", "last": a}
+        if not (a and a["playing"]) and now - pressed > 3.0:
+            window.evaluate_js(play)  # pressed before the page could play (or it stopped): press again
+            pressed = now
         time.sleep(0.1)
         a = window.evaluate_js(_PLAYBACK_JS)
     time.sleep(seconds)
