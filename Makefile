@@ -1,7 +1,7 @@
 # soma_shm: the two quick-start commands are `make demo` and `make test`.
 # Both set up first (idempotent: Debian packages only when missing, then pip).
 PY ?= python3
-APT_PACKAGES = libsndfile1 libfftw3-dev chromium xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 fluidsynth fluid-soundfont-gm espeak-ng sox libsox-fmt-all
+APT_PACKAGES = libsndfile1 libfftw3-dev chromium xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 fluidsynth fluid-soundfont-gm espeak-ng sox libsox-fmt-all lame
 PIP_EXTRAS = test,perf,app,dask
 
 .PHONY: setup setup-apt setup-pip warmup demo test perf clean-shm
