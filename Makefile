@@ -1,6 +1,7 @@
 # soma_shm: the two quick-start commands are `make demo` and `make test`.
 # Both set up first (idempotent: Debian packages only when missing, then pip).
 PY ?= python3
+# libsndfile1 brings libFLAC (FLAC files are decoded by it directly, soma_shm/_flac.py).
 APT_PACKAGES = libsndfile1 libfftw3-dev chromium xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 fluidsynth fluid-soundfont-gm espeak-ng sox libsox-fmt-all lame
 PIP_EXTRAS = test,perf,app,dask
 

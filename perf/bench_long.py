@@ -87,6 +87,7 @@ def child(path: str, repeats: int) -> dict:
             firsts.append(seen[0] if seen else float("nan"))
             peaks["one_file" if i == 0 else "replace"] = _util.peak_rss_mb()
         out["open_runs_s"] = opens
+        out["open_stages_runs_s"] = stages
         out["open_s"] = _util.median(opens)
         # Where the time of an open went (soma_shm._files.load), medians per stage.
         out["open_stages_s"] = {k: _util.median([st.get(k, 0.0) for st in stages]) for k in stages[0]}

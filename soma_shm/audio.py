@@ -1,7 +1,7 @@
 """Decoding audio files to mono float32, straight into a caller's buffer.
 
 libsndfile (through soundfile) reads WAV (incl. RF64/W64), FLAC, OGG/Vorbis, Opus, MP3, AIFF and
-more. Files are decoded in chunks and mixed down to mono into the destination (for the engine, a
+more; FLAC is decoded by libFLAC directly when it can be loaded (:mod:`soma_shm._flac`). Files are decoded in chunks and mixed down to mono into the destination (for the engine, a
 shared-memory block), so peak memory stays near one float32 copy of the audio.
 """
 
@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _validate
+from . import _flac, _validate
 from .errors import AudioFormatError
 
 __all__ = ["AudioInfo", "audio_info", "decode_into", "load_audio"]
@@ -428,8 +428,19 @@ def decode_into(
         if progress is not None:
             progress(total / info.frames)
 
+    def progressed(part: int, start: int, done: int) -> None:
+        report(part, done - start)
+        if on_range is not None:
+            on_range(part, start, done)
+
+    # FLAC: libFLAC straight into ``out`` (soma_shm._flac says why), each range its own decoder.
+    flac_direct = info.format == "FLAC" and out.flags.c_contiguous and out.flags.writeable and _flac.available()
+
     def decode_part(part: int) -> None:
         start, stop = edges[part], edges[part + 1]
+        if flac_direct:
+            _flac.decode_range(path, out, start, stop, lambda done: progressed(part, start, done), CHUNK_FRAMES)
+            return
         done = start
         with _open(path) as f:
             if start + lead:
@@ -476,9 +487,7 @@ def decode_into(
                             f"{str(path)!r} holds NaN or Inf samples (first at frame {bad}); repair the file"
                         )
                 done += n
-                report(part, done - start)
-                if on_range is not None:
-                    on_range(part, start, done)
+                progressed(part, start, done)
 
     finished = threading.Event()
     mapper = None

@@ -44,7 +44,7 @@ DONE_DIR_ENV = "SOMA_SHM_WARMUP_DONE"  # folder where compiling processes mark f
 # the tasks it reuses (perf/compile_profile.py): the order tasks are taken in, and the progress
 # line's weights.
 WEIGHTS = {"cwt_pooling": 6.8, "cwt_rows": 2.2, "cwt": 2.6, "snap": 2.6, "stft": 3.3, "pyramid": 4.6,
-           "pyramid_view": 3.0, "tonemap": 0.7, "synth": 3.3}
+           "pyramid_view": 3.0, "tonemap": 0.7, "synth": 3.3, "flac": 0.8}
 # Task -> tasks whose kernels it links (compiled by them for the same argument types, then
 # loaded from the cache instead of compiled again): taken only once those are done (or after
 # AFTER_WAIT_S, when it compiles them itself). Meanwhile a process takes other tasks, so two

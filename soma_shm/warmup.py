@@ -128,6 +128,11 @@ def _task_synth() -> None:
     render_partials([[(0.1, 440.0, 0.5), (0.3, 450.0, 0.4)]], 8000.0, 4000)
 
 
+def _task_flac() -> None:
+    # libFLAC's per-frame callbacks (compiled, or loaded, on import).
+    from .kernels import flac  # noqa: F401
+
+
 TASKS: dict[str, Callable[[], None]] = {
     "cwt_pooling": _task_cwt_pooling,
     "cwt_rows": _task_cwt_rows,
@@ -138,6 +143,7 @@ TASKS: dict[str, Callable[[], None]] = {
     "pyramid": _task_pyramid,
     "pyramid_view": _task_pyramid_view,
     "synth": _task_synth,
+    "flac": _task_flac,
 }
 
 

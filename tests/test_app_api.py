@@ -451,7 +451,7 @@ def test_app_modules_do_not_import_gui_toolkits():
 
 def test_a_long_file_shows_its_overview_while_it_decodes(tmp_path, monkeypatch):
     import soma_shm.app.backend as backend_module
-    from soma_shm import audio, pyramid
+    from soma_shm import _flac, audio, pyramid
 
     fs = 8_000
     x = (0.25 * np.sin(2 * np.pi * 440 * np.arange(60 * fs) / fs)).astype(np.float32)
@@ -475,6 +475,16 @@ def test_a_long_file_shows_its_overview_while_it_decodes(tmp_path, monkeypatch):
         return f
 
     monkeypatch.setattr(audio, "_open", slow_open)
+    real_range = _flac.decode_range
+
+    def slow_range(path, out, start, stop, report, every):  # the same for libFLAC's ranges
+        def slow_report(done):
+            time.sleep(0.004)
+            report(done)
+
+        return real_range(path, out, start, stop, slow_report, every)
+
+    monkeypatch.setattr(_flac, "decode_range", slow_range)
     backend = AppBackend(engine_options={"spares": False})
     events: queue.Queue = queue.Queue()
     backend.events.listen(events.put)

@@ -7,6 +7,7 @@
 - ``tonemap``   : magnitude -> dB -> clamp -> gamma -> uint8.
 - ``snap``      : CWT evaluated at trace points on a fine log grid, ridge tracking.
 - ``synth``     : additive sine resynthesis of partials (monotone cubic curves, exact phase).
+- ``flac``      : libFLAC's per-frame callbacks (C functions): frames mixed to mono float32 in place.
 
 Compiled kernels are cached on disk keyed on the source of this whole package (see ``_jit``):
 a kernel that calls a kernel of another module (``pyramid`` uses ``stft``, ``snap`` uses ``cwt``)

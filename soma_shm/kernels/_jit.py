@@ -12,6 +12,7 @@
   IEEE semantics.
 - ``inline="always"`` only for small per-pixel helpers (:data:`jit_inline`).
 - kernels only other kernels call get no Python entry point (:data:`jit_callee`).
+- kernels a C library calls back get a C entry point only (:func:`jit_cfunc`).
 - ``parallel=True`` only for kernels with an outer ``prange`` over independent rows or columns;
   set the thread count with ``numba.set_num_threads`` (workers do, per role).
 
@@ -116,5 +117,27 @@ the caller before compiling it. A call that is not inlined passes every array as
 scalars; for the CWT pooling helpers that was 10-15 % of the pooling time. Keep it to small
 functions: inlining a larger one into many callers (the interpolant, say) added 7 s to the cold
 compile for 2 % more."""
+
+
+
+def jit_cfunc(signature):
+    """Decorator for kernels C code calls back (a decoder's per-frame callback): compiled to a C
+    function whose address is passed to the library, cached like every kernel. Compiled (or
+    loaded) when the decorated module is imported, so such modules are imported only where they
+    are used."""
+
+    def decorate(fn):
+        from numba.core import sigutils
+        from numba.core.ccallback import CFunc
+
+        # A C callback runs without the GIL by nature and is its own C wrapper.
+        options = {k: v for k, v in JIT_OPTIONS.items() if k not in ("nogil", "no_cfunc_wrapper")}
+        callback = CFunc(fn, sigutils.normalize_signature(signature), {}, options)
+        callback._cache = _KernelCache(fn)
+        callback.compile()
+        return callback
+
+    return decorate
+
 
 prange = numba.prange
