@@ -1,7 +1,8 @@
 """Decoding audio files to mono float32, straight into a caller's buffer.
 
 libsndfile (through soundfile) reads WAV (incl. RF64/W64), FLAC, OGG/Vorbis, Opus, MP3, AIFF and
-more; FLAC is decoded by libFLAC directly when it can be loaded (:mod:`soma_shm._flac`). Files are decoded in chunks and mixed down to mono into the destination (for the engine, a
+more; FLAC is decoded by libFLAC directly when it can be loaded (:mod:`soma_shm._flac`). Files
+are decoded in chunks and mixed down to mono into the destination (for the engine, a
 shared-memory block), so peak memory stays near one float32 copy of the audio.
 """
 
