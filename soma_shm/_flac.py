@@ -24,6 +24,8 @@ import numpy as np
 
 from .errors import AudioFormatError
 
+MAX_BLOCK = 65535  # the most samples a FLAC frame holds (per channel)
+
 # FLAC__StreamDecoderState values the loop looks at.
 _END_OF_STREAM = 4
 _ERRORS = {0: "lost sync", 1: "bad frame header", 2: "frame CRC mismatch", 3: "unparseable stream",

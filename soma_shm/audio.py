@@ -391,9 +391,10 @@ def decode_into(
     start, stop)`` with the samples ``start:stop`` that decoder ``part`` has completed (each
     decoder's range only grows; calls come from the decoding threads). ``prefault(start,
     stop)``, if given, is called from one more thread with the chunks of ``out`` in the order the
-    decoders write them, ahead of them, so that ``out``'s memory is mapped (a shared block's
-    :meth:`~soma_shm.ipc.blocks.AudioBlock.prefault`) while they decode, not before they start
-    (chunks a decoder has already passed are skipped). Returns the file's :class:`AudioInfo`.
+    decoders write them, ahead of them, so that ``out``'s memory is allocated and mapped (a
+    shared block's :meth:`~soma_shm.ipc.blocks.AudioBlock.prefault`) while they decode, not
+    before they start; a decoder writes only what has been prefaulted, waiting if it catches up
+    (and an error of ``prefault`` stops the decoding). Returns the file's :class:`AudioInfo`.
 
     An MP3's sample ``k`` is sample ``k`` of the recording it was encoded from, to a sample: the
     decoder's output before the recording starts (encoder and decoder delay) and after it ends
@@ -437,10 +438,37 @@ def decode_into(
     # FLAC: libFLAC straight into ``out`` (soma_shm._flac says why), each range its own decoder.
     flac_direct = info.format == "FLAC" and out.flags.c_contiguous and out.flags.writeable and _flac.available()
 
+    # What ``prefault`` has done of each part: the decoders write only there (a shared block's
+    # pages are allocated as they are prefaulted, soma_shm.ipc.blocks.AudioBlock.create).
+    mapped = list(edges[:-1])
+    mapped_cond = threading.Condition()
+    map_failed: list[BaseException] = []
+
+    def wait_mapped(part: int, upto: int) -> None:
+        if prefault is None:
+            return
+        upto = min(upto, edges[part + 1])
+        if mapped[part] >= upto:
+            return
+        with mapped_cond:
+            while mapped[part] < upto and not map_failed:
+                mapped_cond.wait()
+        if map_failed:
+            raise map_failed[0]
+
     def decode_part(part: int) -> None:
         start, stop = edges[part], edges[part + 1]
         if flac_direct:
-            _flac.decode_range(path, out, start, stop, lambda done: progressed(part, start, done), CHUNK_FRAMES)
+            # libFLAC writes whole frames (at most MAX_BLOCK samples) between two reports, which
+            # come every CHUNK_FRAMES: what it may write before the next one is mapped first.
+            ahead = CHUNK_FRAMES + _flac.MAX_BLOCK
+
+            def reached(done: int) -> None:
+                progressed(part, start, done)
+                wait_mapped(part, done + ahead)
+
+            wait_mapped(part, start + ahead)
+            _flac.decode_range(path, out, start, stop, reached, CHUNK_FRAMES)
             return
         done = start
         with _open(path) as f:
@@ -453,6 +481,7 @@ def decode_into(
             mixing = read_dtype == "int16" and info.channels in (2, 4, 8)
             floats = np.empty(block.shape, dtype=np.float32) if mixing else None
             while done < stop:
+                wait_mapped(part, done + min(len(block), stop - done))
                 try:
                     n = len(f.read(min(len(block), stop - done), dtype=read_dtype, always_2d=True,
                                    out=block[: min(len(block), stop - done)]))
@@ -497,18 +526,26 @@ def decode_into(
         def map_ahead() -> None:
             # Chunk k of every part, then chunk k + 1: the order the decoders reach them.
             k = 0
-            while not finished.is_set():
-                pending = False
-                for part in range(parts):
-                    start = edges[part] + k * CHUNK_FRAMES
-                    if start >= edges[part + 1]:
-                        continue
-                    pending = True
-                    if counts[part] <= k * CHUNK_FRAMES:  # not passed by its decoder yet
-                        prefault(start, min(start + CHUNK_FRAMES, edges[part + 1]))
-                if not pending:
-                    return
-                k += 1
+            try:
+                while not finished.is_set():
+                    pending = False
+                    for part in range(parts):
+                        start = edges[part] + k * CHUNK_FRAMES
+                        if start >= edges[part + 1]:
+                            continue
+                        pending = True
+                        stop = min(start + CHUNK_FRAMES, edges[part + 1])
+                        prefault(start, stop)
+                        with mapped_cond:
+                            mapped[part] = stop
+                            mapped_cond.notify_all()
+                    if not pending:
+                        return
+                    k += 1
+            except BaseException as exc:  # the decoders waiting for it raise it
+                with mapped_cond:
+                    map_failed.append(exc)
+                    mapped_cond.notify_all()
 
         mapper = threading.Thread(target=map_ahead, name="soma-decode-map", daemon=True)
         mapper.start()

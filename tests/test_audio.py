@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -90,6 +91,36 @@ def test_prefault_maps_chunks_ahead_of_the_decoders_and_stops_with_them(tmp_path
         # a chunk of one decoder's range, never across the end of it
         assert (start - edges[part]) % 4_096 == 0 and start < stop <= min(start + 4_096, edges[part + 1])
     assert len({c[:2] for c in calls}) == len(calls)  # each chunk at most once
+
+
+@pytest.mark.parametrize("suffix", ["flac", "wav"])
+def test_decoders_write_only_what_has_been_prefaulted(tmp_path, monkeypatch, suffix):
+    # A shared block's pages are allocated as they are prefaulted (a write to a page /dev/shm
+    # has no room for would be a SIGBUS): however slow the mapping, no decoder writes into a
+    # chunk before it is prefaulted, and an error while prefaulting stops the decoding.
+    fs = 8_000
+    x = make_audio(6.0, fs, freqs=(300.0,), amp=0.3)
+    path = tmp_path / f"x.{suffix}"
+    sf.write(path, np.stack([x, 0.5 * x], axis=1), fs, subtype="PCM_16")
+    monkeypatch.setattr(audio, "CHUNK_FRAMES", 2_048)
+    monkeypatch.setattr(audio, "PARALLEL_MIN_FRAMES", 1_000)
+    monkeypatch.setattr(audio, "DECODE_THREADS", 2)
+    out = np.full(len(x), np.nan, np.float32)
+    touched = []
+
+    def slow_prefault(start, stop):
+        time.sleep(0.002)
+        touched.append(bool(np.isfinite(out[start:stop]).any()))
+
+    audio.decode_into(path, out, prefault=slow_prefault)
+    assert touched and not any(touched) and np.isfinite(out).all()
+
+    def failing_prefault(start, stop):
+        if start >= 8_192:
+            raise soma_shm.SharedMemoryError("shared memory is too small (test)")
+
+    with pytest.raises(soma_shm.SharedMemoryError, match="too small"):
+        audio.decode_into(path, np.empty(len(x), np.float32), prefault=failing_prefault)
 
 
 def test_decode_buffer_must_fit(stereo_wav):

@@ -87,13 +87,16 @@ class AudioBlock:
 
     @classmethod
     def create(cls, frames: int, sample_rate: float, generation: int, populate: bool = True) -> "AudioBlock":
-        """A new block; ``populate=False`` leaves its pages to be mapped as they are filled
-        (:meth:`prefault`, part by part ahead of a decoder)."""
+        """A new block; ``populate=False`` leaves its pages to be allocated and mapped as they
+        are filled (:meth:`prefault`, part by part ahead of a decoder, which must write only what
+        it has prefaulted)."""
         if frames <= 0:
             raise SharedMemoryError(f"an audio block needs at least one frame, got {frames}")
-        seg = Segment.create("audio", HEADER + 4 * frames)
+        seg = Segment.create("audio", HEADER + 4 * frames, reserve=populate)
         if populate:
             seg.populate()  # about to be filled whole
+        else:
+            seg.populate(0, HEADER, strict=True)  # the header, written below
         buf = seg.buf
         buf[0:8] = _MAGIC
         np.frombuffer(buf, dtype=np.uint32, count=2, offset=8)[:] = (_VERSION, 0)
@@ -126,8 +129,9 @@ class AudioBlock:
         return self.segment.array(np.float32, (self.frames,), offset=HEADER)
 
     def prefault(self, start: int, stop: int) -> None:
-        """Owner: map the pages of samples ``start:stop`` for writing now (see :meth:`Segment.populate`)."""
-        self.segment.populate(HEADER + 4 * start, HEADER + 4 * stop)
+        """Owner: allocate and map the pages of samples ``start:stop`` for writing now (see
+        :meth:`Segment.populate`); raises :class:`SharedMemoryError` when ``/dev/shm`` is full."""
+        self.segment.populate(HEADER + 4 * start, HEADER + 4 * stop, strict=True)
 
     def desc(self) -> AudioDesc:
         return AudioDesc(self.segment.name, self.segment.size, self.frames, self.sample_rate, self.generation)

@@ -97,7 +97,7 @@ class Segment:
 
     ``Segment.create(kind, size)`` makes a new segment owned by this process (size reserved up
     front with ``posix_fallocate``, so a full ``/dev/shm`` is a clear error, not a SIGBUS on first
-    touch). ``Segment.attach(name, size, writable)`` maps an existing one without registering it
+    touch; ``reserve=False`` leaves that to :meth:`populate` with ``strict=True``, part by part). ``Segment.attach(name, size, writable)`` maps an existing one without registering it
     anywhere. Views are made with :meth:`array`; every view must be dropped before
     :meth:`close` (``np.frombuffer`` holds a buffer export, so a forgotten view makes close fail
     loudly instead of leaving a dangling pointer).
@@ -108,10 +108,18 @@ class Segment:
         self.size = size
         self._mmap: mmap.mmap | None = mm
         self.owner = owner
+        self._kind = "segment"  # what it holds, for error messages (set by create)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def create(cls, kind: str, size: int) -> "Segment":
+    def create(cls, kind: str, size: int, reserve: bool = True) -> "Segment":
+        """``reserve=False``: the pages are allocated only as :meth:`populate` (``strict=True``)
+        maps them, so that allocating an hour of audio (0.2 s here) overlaps its decoding
+        instead of coming before it. The caller must then write only what it has populated
+        (:func:`soma_shm.audio.decode_into` waits for its mapper): a write to a page that
+        ``/dev/shm`` has no room for would be a SIGBUS, where ``populate`` raises. Free room is
+        checked here all the same, and on a kernel without ``MADV_POPULATE_WRITE`` the size is
+        reserved as usual."""
         if size <= 0:
             raise SharedMemoryError(f"segment size must be positive, got {size}")
         for _ in range(16):
@@ -124,15 +132,17 @@ class Segment:
         else:  # pragma: no cover - 16 random collisions
             raise SharedMemoryError("could not find a free shared-memory name")
         try:
+            deferred = not reserve and _populate_allocates()
             try:
-                os.posix_fallocate(fd, 0, size)
+                if deferred:
+                    if _free_shm_bytes() < size:
+                        raise OSError(errno.ENOSPC, "no room")
+                    os.ftruncate(fd, size)
+                else:
+                    os.posix_fallocate(fd, 0, size)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                    free = _free_shm_bytes()
-                    raise SharedMemoryError(
-                        f"shared memory is too small for {size / 2**20:.1f} MiB ({kind}): {SHM_DIR} has "
-                        f"{free / 2**20:.1f} MiB free; close other files or enlarge {SHM_DIR}"
-                    ) from None
+                    raise _too_small(size, kind) from None
                 raise
             mm = mmap.mmap(fd, size)
         except BaseException:
@@ -144,9 +154,11 @@ class Segment:
         # The owner's resource tracker is the backstop if this process dies without unlinking.
         resource_tracker.register("/" + name, "shared_memory")
         log.debug("segment create %s (%d bytes) pid=%d", name, size, os.getpid())
-        return cls(name, size, mm, owner=True)
+        seg = cls(name, size, mm, owner=True)
+        seg._kind = kind
+        return seg
 
-    def populate(self, start: int = 0, stop: int | None = None) -> None:
+    def populate(self, start: int = 0, stop: int | None = None, strict: bool = False) -> None:
         """Map the pages of bytes ``start:stop`` (default: all) for writing now, in one call
         (``MADV_POPULATE_WRITE``, Linux >= 5.14), without holding the GIL.
 
@@ -158,6 +170,9 @@ class Segment:
         decoder is mapped part by part just ahead of it (:func:`soma_shm.audio.decode_into`),
         not whole before decoding starts. A kernel without it leaves the pages to be faulted in
         as they are written.
+
+        ``strict``: for a segment made with ``reserve=False``, whose pages this allocates; raises
+        :class:`SharedMemoryError` when ``/dev/shm`` has no room left for them.
         """
         stop = self.size if stop is None else min(int(stop), self.size)
         start = max(0, int(start)) // mmap.PAGESIZE * mmap.PAGESIZE
@@ -172,7 +187,13 @@ class Segment:
             return
         # Through ctypes, which releases the GIL for the call (mmap.madvise does not: the
         # decoding and building threads would stall for as long as it runs).
-        madvise(self._address() + start, stop - start, MADV_POPULATE_WRITE)  # -1 (older kernel): ignored
+        if madvise(self._address() + start, stop - start, MADV_POPULATE_WRITE) != 0 and strict:
+            # EFAULT: a page could not be allocated (it would have been a SIGBUS); EINVAL: an
+            # older kernel (create() then reserved the whole size, nothing to do).
+            import ctypes
+
+            if ctypes.get_errno() in (errno.EFAULT, errno.ENOMEM, errno.ENOSPC):
+                raise _too_small(self.size, self._kind)
 
     def _address(self) -> int:
         """The mapping's start address (no buffer export is left behind)."""
@@ -270,6 +291,37 @@ def _libc_madvise():
             fn = None
         _MADVISE.append(fn)
     return _MADVISE[0]
+
+
+def _too_small(size: int, kind: str) -> SharedMemoryError:
+    free = _free_shm_bytes()
+    return SharedMemoryError(
+        f"shared memory is too small for {size / 2**20:.1f} MiB ({kind}): {SHM_DIR} has "
+        f"{free / 2**20:.1f} MiB free; close other files or enlarge {SHM_DIR}"
+    )
+
+
+_POPULATE_ALLOCATES: list[bool] = []
+
+
+def _populate_allocates() -> bool:
+    """True when ``MADV_POPULATE_WRITE`` works here (Linux >= 5.14): checked once on a page of
+    a scratch mapping."""
+    if not _POPULATE_ALLOCATES:
+        madvise = _libc_madvise()
+        ok = False
+        if madvise is not None:
+            import ctypes
+
+            scratch = mmap.mmap(-1, mmap.PAGESIZE)
+            try:
+                view = ctypes.c_char.from_buffer(scratch)
+                ok = madvise(ctypes.addressof(view), mmap.PAGESIZE, MADV_POPULATE_WRITE) == 0
+                del view
+            finally:
+                scratch.close()
+        _POPULATE_ALLOCATES.append(ok)
+    return _POPULATE_ALLOCATES[0]
 
 
 def _free_shm_bytes() -> int:
