@@ -377,6 +377,84 @@ def _probe(path: str | os.PathLike) -> tuple[AudioInfo, int]:
     return info, lead
 
 
+_UNMAPPED, _MAPPING, _MAPPED = 0, 1, 2
+
+
+class _AheadMapper:
+    """Prefaults a destination's chunks (``CHUNK_FRAMES`` each, per decoder's range ``edges[k]:
+    edges[k + 1]``) from a thread of its own, just ahead of the decoders that fill them.
+
+    A decoder calls :meth:`wait` before writing: a chunk the thread has not reached yet it
+    prefaults itself (so on memory slow to hand out, every core maps, none waits idle), one
+    being prefaulted it waits for. The thread stops at its first error; the decoder that reaches
+    that chunk prefaults it again and raises the error.
+    """
+
+    def __init__(self, prefault: Callable[[int, int], None], edges: list[int], chunk: int):
+        self._prefault, self._edges, self._chunk = prefault, edges, chunk
+        self._state = [bytearray(-(-(b - a) // chunk)) for a, b in zip(edges[:-1], edges[1:])]
+        self._ready = [0] * len(self._state)  # chunks known mapped, per part (its decoder's own)
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soma-decode-map", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread and wait for it: no chunk is prefaulted after this returns."""
+        self._stop.set()
+        self._thread.join()
+
+    def _map(self, part: int, c: int) -> bool:
+        """Claim chunk ``c`` of ``part`` and prefault it (True), or False when another thread has."""
+        state = self._state[part]
+        with self._cond:
+            if state[c] != _UNMAPPED:
+                return False
+            state[c] = _MAPPING
+        start = self._edges[part] + c * self._chunk
+        try:
+            self._prefault(start, min(start + self._chunk, self._edges[part + 1]))
+        except BaseException:
+            with self._cond:
+                state[c] = _UNMAPPED
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            state[c] = _MAPPED
+            self._cond.notify_all()
+        return True
+
+    def _run(self) -> None:
+        # Chunk k of every part, then chunk k + 1: the order the decoders reach them.
+        k = 0
+        try:
+            while not self._stop.is_set():
+                pending = False
+                for part, state in enumerate(self._state):
+                    if k < len(state):
+                        pending = True
+                        self._map(part, k)
+                if not pending:
+                    return
+                k += 1
+        except BaseException:
+            return  # the decoders prefault the rest themselves (and raise what it raised)
+
+    def wait(self, part: int, upto: int) -> None:
+        """Return once samples ``edges[part]:upto`` are prefaulted (from the decoder of ``part``)."""
+        state = self._state[part]
+        last = min(len(state), -(-(upto - self._edges[part]) // self._chunk))
+        for c in range(self._ready[part], last):
+            while state[c] != _MAPPED:
+                if not self._map(part, c):
+                    with self._cond:
+                        while state[c] == _MAPPING:
+                            self._cond.wait()
+        self._ready[part] = max(self._ready[part], last)
+
+
 def decode_into(
     path: str | os.PathLike,
     out: np.ndarray,
@@ -438,23 +516,13 @@ def decode_into(
     # FLAC: libFLAC straight into ``out`` (soma_shm._flac says why), each range its own decoder.
     flac_direct = info.format == "FLAC" and out.flags.c_contiguous and out.flags.writeable and _flac.available()
 
-    # What ``prefault`` has done of each part: the decoders write only there (a shared block's
-    # pages are allocated as they are prefaulted, soma_shm.ipc.blocks.AudioBlock.create).
-    mapped = list(edges[:-1])
-    mapped_cond = threading.Condition()
-    map_failed: list[BaseException] = []
+    # The decoders write only chunks ``prefault`` has done (a shared block's pages are allocated
+    # as they are prefaulted, soma_shm.ipc.blocks.AudioBlock.create).
+    mapper = None if prefault is None else _AheadMapper(prefault, edges, CHUNK_FRAMES)
 
     def wait_mapped(part: int, upto: int) -> None:
-        if prefault is None:
-            return
-        upto = min(upto, edges[part + 1])
-        if mapped[part] >= upto:
-            return
-        with mapped_cond:
-            while mapped[part] < upto and not map_failed:
-                mapped_cond.wait()
-        if map_failed:
-            raise map_failed[0]
+        if mapper is not None:
+            mapper.wait(part, upto)
 
     def decode_part(part: int) -> None:
         start, stop = edges[part], edges[part + 1]
@@ -519,35 +587,7 @@ def decode_into(
                 done += n
                 progressed(part, start, done)
 
-    finished = threading.Event()
-    mapper = None
-    if prefault is not None:
-
-        def map_ahead() -> None:
-            # Chunk k of every part, then chunk k + 1: the order the decoders reach them.
-            k = 0
-            try:
-                while not finished.is_set():
-                    pending = False
-                    for part in range(parts):
-                        start = edges[part] + k * CHUNK_FRAMES
-                        if start >= edges[part + 1]:
-                            continue
-                        pending = True
-                        stop = min(start + CHUNK_FRAMES, edges[part + 1])
-                        prefault(start, stop)
-                        with mapped_cond:
-                            mapped[part] = stop
-                            mapped_cond.notify_all()
-                    if not pending:
-                        return
-                    k += 1
-            except BaseException as exc:  # the decoders waiting for it raise it
-                with mapped_cond:
-                    map_failed.append(exc)
-                    mapped_cond.notify_all()
-
-        mapper = threading.Thread(target=map_ahead, name="soma-decode-map", daemon=True)
+    if mapper is not None:
         mapper.start()
     try:
         if parts == 1:
@@ -570,9 +610,8 @@ def decode_into(
             if errors:
                 raise errors[0]
     finally:
-        finished.set()
         if mapper is not None:
-            mapper.join()  # before the caller may close the block it maps
+            mapper.close()  # before the caller may close the block it maps
     done = sum(counts)
     if done < info.frames:
         raise AudioFormatError(

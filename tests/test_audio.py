@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -114,6 +115,19 @@ def test_decoders_write_only_what_has_been_prefaulted(tmp_path, monkeypatch, suf
 
     audio.decode_into(path, out, prefault=slow_prefault)
     assert touched and not any(touched) and np.isfinite(out).all()
+
+    # A decoder that catches up with the mapping thread maps its next chunk itself rather than
+    # wait (memory slow to hand out is then mapped by every core), each chunk still once.
+    mappers, chunks = set(), []
+
+    def slower_prefault(start, stop):
+        mappers.add(threading.current_thread().name)
+        chunks.append(start)
+        time.sleep(0.01)
+
+    audio.decode_into(path, np.empty(len(x), np.float32), prefault=slower_prefault)
+    assert "soma-decode-map" in mappers and len(mappers) >= 2, mappers
+    assert len(chunks) == len(set(chunks))
 
     def failing_prefault(start, stop):
         if start >= 8_192:
