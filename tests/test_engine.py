@@ -569,7 +569,9 @@ def test_a_long_16_bit_file_shows_a_partial_overview_while_it_decodes(tmp_path, 
         first = partial[0]
         assert 0 < first.timings["fraction"] < 1 and first.image.shape == (40, 240)
         shown = first.magnitude.max(axis=0) > 0.01
-        assert shown[:20].all() and not shown.all()  # the start is there, not all of it yet
+        # Not all of it yet, but the start of a decoder's range (the file's first or second
+        # half: which decoder got further when the builder looked depends on the scheduler).
+        assert (shown[:20].all() or shown[125:145].all()) and not shown.all()
         # The finished file: the exact 0 dB level, and the pyramid a build after decoding makes.
         samples = eng.audio
         assert eng.amp_reference == reference_level(samples, fs)
