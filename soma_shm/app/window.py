@@ -85,8 +85,8 @@ def _check_playback(window, seconds: float = 1.0, timeout: float = 20.0) -> dict
     must then advance together for ``seconds``; Play again stops it."""
     play = "document.querySelector('[data-testid=play]').click()"
     window.evaluate_js(play)
-    deadline = pressed = time.perf_counter()
-    deadline += timeout
+    pressed = time.perf_counter()
+    deadline = pressed + timeout
     a = window.evaluate_js(_PLAYBACK_JS)
     while not (a and a["state"] == "running" and a["chunks"] > 0 and a["position"] is not None):
         now = time.perf_counter()
