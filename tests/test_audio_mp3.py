@@ -20,13 +20,13 @@ import pytest
 import soundfile as sf
 
 import soma_shm
-from soma_shm import audio
+from soma_shm import _mp3, audio
 
 # LAME's end padding is 577 .. 576 + (samples per frame) samples; the decoder's 529 samples of
 # delay come out of it. So a file that does not record its padding decodes at most this many
 # samples past the recording's end.
 def max_tail(samples_per_frame: int) -> int:
-    return samples_per_frame + audio.LAME_ENCODER_DELAY - audio.MPEG_DECODER_DELAY
+    return samples_per_frame + _mp3.LAME_ENCODER_DELAY - _mp3.MPEG_DECODER_DELAY
 
 
 def run(*cmd: str) -> None:
@@ -143,12 +143,12 @@ def test_a_decoder_that_ignores_the_lame_extension_is_trimmed_here(sources, tmp_
     wav = sources["chorale-48k"]
     mp3, _ = encode(wav, "libsndfile", tmp_path_factory.getbasetemp())
     with open(mp3, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        stream = audio._mpeg_stream(mm)
-    assert stream.delay == audio.LAME_ENCODER_DELAY and stream.info_frames is not None
+        stream = _mp3._mpeg_stream(mm)
+    assert stream.delay == _mp3.LAME_ENCODER_DELAY and stream.info_frames is not None
     whole = stream.info_frames * stream.samples_per_frame
     n = len(mono(wav))
-    assert audio._mpeg_layout(mp3, n) == (0, n)  # what libsndfile does here
-    assert audio._mpeg_layout(mp3, whole) == (audio.LAME_ENCODER_DELAY + audio.MPEG_DECODER_DELAY, n)
+    assert _mp3.mpeg_layout(mp3, n) == (0, n)  # what libsndfile does here
+    assert _mp3.mpeg_layout(mp3, whole) == (_mp3.LAME_ENCODER_DELAY + _mp3.MPEG_DECODER_DELAY, n)
 
 
 def test_an_info_header_without_the_lame_extension(sources, tmp_path_factory):

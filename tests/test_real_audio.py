@@ -17,7 +17,7 @@ import soundfile as sf
 
 import soma_shm
 from soma_shm import export
-from soma_shm.audio import LAME_ENCODER_DELAY, MPEG_DECODER_DELAY
+from soma_shm._mp3 import LAME_ENCODER_DELAY, MPEG_DECODER_DELAY
 from soma_shm.synth import render_partials
 from tests import realaudio as ra
 
