@@ -56,7 +56,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
-from .errors import ParameterError, SomaError
+from .errors import AudioFormatError, ParameterError, SomaError
 
 __all__ = ["write_mpe", "write_multitrack", "write_mono", "write_audio", "write_cv", "MidiOptions",
            "AMPLITUDE_TARGETS", "CURVES"]
@@ -733,8 +733,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import soundfile as sf
-
     from .app.document import read_project
 
     targets = [args.mpe, args.midi, args.mono, args.audio, args.cv]
@@ -751,14 +749,19 @@ def run_export(args: argparse.Namespace) -> int:
             source = locate_audio(doc.source_path, doc.source_md5, args.project)
         except SomaError:  # moved and not found: MIDI needs no audio
             source = None
+    unreadable: AudioFormatError | None = None
     if source:
-        try:
-            info = sf.info(source)
-            rate = rate or int(info.samplerate)
-            duration = info.frames / info.samplerate
-        except RuntimeError:
-            source = None
+        from .audio import audio_info
+
+        try:  # the length the app opens (an MP3's is its recording's, not libsndfile's estimate)
+            info = audio_info(source)
+            rate = rate or int(info.sample_rate)
+            duration = info.duration
+        except AudioFormatError as exc:  # MIDI needs no audio; sine and CV audio take their defaults
+            source, unreadable = None, exc
     if project.amplitudes_need_reference:  # SOMA's 0-1 amplitudes: scale by their recording's level
+        if unreadable is not None:
+            raise unreadable
         if source is None:
             raise ParameterError(f"the project's amplitudes are relative to its recording {doc.source_path!r}, "
                                  "which was not found; put the audio back or open and save the project in the app")

@@ -5,6 +5,7 @@ soundfile, atomic writes, and the ``soma-shm export`` command."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import soundfile as sf
 from scipy.interpolate import PchipInterpolator
 
+import soma_shm
 from soma_shm import ParameterError
 from soma_shm import export as ex
 from soma_shm.synth import render_partials
@@ -341,3 +343,48 @@ def test_command_line_export(tmp_path):
     assert bad.returncode == 2 and "does not exist" in bad.stderr
     none = subprocess.run([sys.executable, "-m", "soma_shm", "export", project], capture_output=True, text=True, timeout=300)
     assert none.returncode == 2 and "nothing to export" in none.stderr
+
+
+def test_an_export_from_a_headerless_mp3_spans_the_recording_as_opened(tmp_path):
+    # sox writes MP3s without a Xing/Info header: libsndfile's length for them is an estimate from
+    # the file size that includes the encoder's and decoder's delay. A rendering of the partials
+    # traced on such a file lasts as long as the recording soma_shm opened, like a WAV source's.
+    if shutil.which("sox") is None:
+        pytest.skip("missing sox; `make setup` installs it")
+    from soma_shm.app.document import SomaDocument
+    from soma_shm.cli import main
+
+    wav, mp3 = tmp_path / "take.wav", tmp_path / "take.mp3"
+    t = np.arange(int(1.5 * 44_100)) / 44_100
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 44_100)
+    done = subprocess.run(["sox", str(wav), "-C", "192", str(mp3)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    opened = soma_shm.audio_info(mp3)
+    assert opened.frames != sf.info(str(mp3)).frames  # what this checks: the two lengths differ
+    doc = SomaDocument()
+    doc.set_source(str(mp3))
+    doc.add_partial(glide(0.2, 0.8, 440.0))
+    project = doc.save(tmp_path / "take.soma")
+    assert main(["export", str(project), "--audio", str(tmp_path / "s.wav"), "--cv", str(tmp_path / "cv.wav")]) == 0
+    for out in ("s.wav", "cv.wav"):
+        info = sf.info(str(tmp_path / out))
+        assert (info.samplerate, info.frames) == (44_100, opened.frames), out
+
+
+def test_a_recording_that_cannot_be_read_is_named_when_the_amplitudes_need_it(tmp_path, capsys):
+    # A project SOMA wrote holds amplitudes relative to its recording: an export needs to read it,
+    # and the error says why it could not (not that the file is missing).
+    from soma_shm.cli import main
+
+    take = tmp_path / "take.wav"
+    take.write_bytes(b"not audio at all" * 64)
+    p = glide(0.3, 1.2, 440.0)
+    soma = {"meta": {"format_version": "1.0.0", "app_name": "SOMA"},
+            "source": {"file_path": str(take), "sample_rate": 44_100, "duration_sec": 2.0},
+            "analysis_settings": {}, "data": {"partials": [{"id": "p1", "is_muted": False, "color": "#ffffff",
+                                                              "points": p.tolist()}]}}
+    (tmp_path / "take.soma").write_text(json.dumps(soma))
+    assert main(["export", str(tmp_path / "take.soma"), "--audio", str(tmp_path / "s.wav")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read {str(take)!r} as audio" in err and "not found" not in err
+    assert not (tmp_path / "s.wav").exists()
