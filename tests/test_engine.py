@@ -17,7 +17,7 @@ import soundfile as sf
 import soma_shm
 from soma_shm.ipc.shm import list_segments, run_prefix
 from tests import worker_tasks as wt
-from tests.conftest import live_engines, worker_processes
+from tests.conftest import live_engines, make_audio, worker_processes
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -482,6 +482,48 @@ def test_full_shared_memory_is_a_clear_error(monkeypatch, tone):
             eng.open(x[: fs], sample_rate=fs)
         monkeypatch.undo()
         assert len(calls) == 2 and list_segments(run_prefix()) == before and eng.info.frames == len(x)
+        eng.submit_viewport(0.5, 1.5, 100, 5_000, 50, 20).result(timeout=60).release()
+
+
+@pytest.mark.parametrize("failure", ["shared memory fills up", "corrupt frames"])
+def test_a_long_file_failing_halfway_leaves_the_open_file_and_nothing_else(tmp_path, monkeypatch, tone, failure):
+    # A long FLAC decodes in parallel ranges into a block allocated chunk by chunk while its
+    # pyramid is built: /dev/shm filling up halfway (the chunk's allocation fails) or a corrupt
+    # frame stops the open with a typed error; the file open before stays, no segment is left.
+    from soma_shm import audio, pyramid
+    from soma_shm.ipc.blocks import AudioBlock
+
+    fs = 8_000
+    path = tmp_path / "long.flac"
+    sf.write(path, make_audio(60.0, fs, freqs=(440.0, 1_000.0), amp=0.3, noise=0.05), fs, subtype="PCM_16")
+    monkeypatch.setattr(pyramid, "PROGRESSIVE_MIN_SAMPLES", 1_000)
+    monkeypatch.setattr(audio, "PARALLEL_MIN_FRAMES", 1_000)
+    monkeypatch.setattr(audio, "DECODE_THREADS", 2)
+    monkeypatch.setattr(audio, "CHUNK_FRAMES", 4_096)
+    if failure == "corrupt frames":
+        data = bytearray(path.read_bytes())
+        for i in range(len(data) * 2 // 3, len(data) * 2 // 3 + 3_000, 7):
+            data[i] ^= 0xFF
+        path.write_bytes(bytes(data))
+        error, message = soma_shm.AudioFormatError, "long.flac' is corrupt at frame"
+    else:
+        real = AudioBlock.prefault
+
+        def fills_up(self, start, stop):
+            if start >= 20 * fs:
+                raise soma_shm.SharedMemoryError("shared memory is too small for 1.8 MiB (audio)")
+            real(self, start, stop)
+
+        monkeypatch.setattr(AudioBlock, "prefault", fills_up)
+        error, message = soma_shm.SharedMemoryError, "shared memory is too small"
+    x, _ = tone
+    with soma_shm.Engine(spares=False) as eng:
+        eng.open(x, sample_rate=48_000)
+        before = list_segments(run_prefix())
+        with pytest.raises(error, match=message):
+            eng.open(path)
+        assert list_segments(run_prefix()) == before
+        assert eng.info.frames == len(x) and eng.partial_overview(240, 40) is None
         eng.submit_viewport(0.5, 1.5, 100, 5_000, 50, 20).result(timeout=60).release()
 
 
