@@ -97,7 +97,8 @@ class Segment:
 
     ``Segment.create(kind, size)`` makes a new segment owned by this process (size reserved up
     front with ``posix_fallocate``, so a full ``/dev/shm`` is a clear error, not a SIGBUS on first
-    touch; ``reserve=False`` leaves that to :meth:`populate` with ``strict=True``, part by part). ``Segment.attach(name, size, writable)`` maps an existing one without registering it
+    touch; ``reserve=False`` leaves that to :meth:`populate` with ``strict=True``, part by part).
+    ``Segment.attach(name, size, writable)`` maps an existing one without registering it
     anywhere. Views are made with :meth:`array`; every view must be dropped before
     :meth:`close` (``np.frombuffer`` holds a buffer export, so a forgotten view makes close fail
     loudly instead of leaving a dangling pointer).
@@ -115,9 +116,9 @@ class Segment:
     def create(cls, kind: str, size: int, reserve: bool = True) -> "Segment":
         """``reserve=False``: the pages are allocated only as :meth:`populate` (``strict=True``)
         maps them, so that allocating an hour of audio (0.2 s here) overlaps its decoding
-        instead of coming before it. The caller must then write only what it has populated
-        (:func:`soma_shm.audio.decode_into` waits for its mapper): a write to a page that
-        ``/dev/shm`` has no room for would be a SIGBUS, where ``populate`` raises. Free room is
+        instead of coming before it. The caller must then write only what it has populated (the
+        decoders of :func:`soma_shm.audio.decode_into` do): a write to a page that ``/dev/shm``
+        has no room for would be a SIGBUS, where ``populate`` raises. Free room is
         checked here all the same, and on a kernel without ``MADV_POPULATE_WRITE`` the size is
         reserved as usual."""
         if size <= 0:
@@ -197,13 +198,7 @@ class Segment:
 
     def _address(self) -> int:
         """The mapping's start address (no buffer export is left behind)."""
-        import ctypes
-
-        view = ctypes.c_char.from_buffer(self.buf)
-        try:
-            return ctypes.addressof(view)
-        finally:
-            del view
+        return _address_of(self.buf)
 
     @classmethod
     def attach(cls, name: str, size: int, writable: bool = False) -> "Segment":
@@ -301,6 +296,17 @@ def _too_small(size: int, kind: str) -> SharedMemoryError:
     )
 
 
+def _address_of(buffer) -> int:
+    """A writable buffer's start address (no buffer export is left behind)."""
+    import ctypes
+
+    view = ctypes.c_char.from_buffer(buffer)
+    try:
+        return ctypes.addressof(view)
+    finally:
+        del view
+
+
 _POPULATE_ALLOCATES: list[bool] = []
 
 
@@ -311,13 +317,9 @@ def _populate_allocates() -> bool:
         madvise = _libc_madvise()
         ok = False
         if madvise is not None:
-            import ctypes
-
             scratch = mmap.mmap(-1, mmap.PAGESIZE)
             try:
-                view = ctypes.c_char.from_buffer(scratch)
-                ok = madvise(ctypes.addressof(view), mmap.PAGESIZE, MADV_POPULATE_WRITE) == 0
-                del view
+                ok = madvise(_address_of(scratch), mmap.PAGESIZE, MADV_POPULATE_WRITE) == 0
             finally:
                 scratch.close()
         _POPULATE_ALLOCATES.append(ok)

@@ -119,7 +119,6 @@ functions: inlining a larger one into many callers (the interpolant, say) added 
 compile for 2 % more."""
 
 
-
 def jit_cfunc(signature):
     """Decorator for kernels C code calls back (a decoder's per-frame callback): compiled to a C
     function whose address is passed to the library, cached like every kernel. Compiled (or
