@@ -35,7 +35,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # Before anything can be seen from outside: a SIGTERM right after the URL is printed must stop
     # the server cleanly, not kill it half-started.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    backend = AppBackend()
+    backend = AppBackend(freeze_heap=True)
     try:
         server = AppServer(backend, port=args.port).start()
         try:

@@ -120,7 +120,7 @@ def run_window(path: str | None = None, self_test: float | None = None) -> int:
     from .initial import open_initial
     from .server import AppServer
 
-    backend = AppBackend()
+    backend = AppBackend(freeze_heap=True)
     server = AppServer(backend).start()
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
