@@ -159,6 +159,47 @@ def child(path: str, repeats: int) -> dict:
     return out
 
 
+def decoders(path: str, repeats: int) -> dict:
+    """The FLAC file decoded by soma_shm (libFLAC, frames mixed in a compiled callback) and by
+    libsndfile through soundfile (the path every other format takes), alternately, into the same
+    already mapped buffer, in this process with the decoding threads the engine uses: wall and
+    CPU seconds (every thread), and whether the samples are equal."""
+    import resource
+
+    import numpy as np
+
+    from soma_shm import _flac, audio
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    import soma_shm.kernels.flac  # noqa: F401  (the callbacks loaded before timing)
+
+    info = audio.audio_info(path)
+    out = np.ones(info.frames, np.float32)  # mapped once, before either decoder runs
+    first = None
+    runs: dict[str, dict[str, list[float]]] = {"libflac": {"wall": [], "cpu": []}, "soundfile": {"wall": [], "cpu": []}}
+    direct = _flac.available
+    equal = True
+    for _ in range(max(1, repeats)):
+        for name, use in (("libflac", direct), ("soundfile", lambda: False)):
+            _flac.available = use
+            c, t = cpu(), time.perf_counter()
+            audio.decode_into(path, out)
+            runs[name]["wall"].append(time.perf_counter() - t)
+            runs[name]["cpu"].append(cpu() - c)
+            if first is None:
+                first = out.copy()
+            else:
+                equal = equal and bool(np.array_equal(out, first))
+    _flac.available = direct
+    med = {n: {k: _util.median(v) for k, v in r.items()} for n, r in runs.items()}
+    return {"runs": runs, "median": med, "threads": audio.DECODE_THREADS, "equal": equal,
+            "cpu_ratio": med["soundfile"]["cpu"] / med["libflac"]["cpu"],
+            "wall_ratio": med["soundfile"]["wall"] / med["libflac"]["wall"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3)
@@ -166,9 +207,13 @@ def main(argv=None) -> int:
     p.add_argument("--flac", action="store_true",
                    help="1 h only: 16-bit mono WAV and 16-bit stereo FLAC (first overview, open)")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--decoders-child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.repeats)))
+        return 0
+    if args.decoders_child:
+        print(json.dumps(decoders(args.decoders_child, args.repeats)))
         return 0
     import numpy as np
     import soundfile as sf
@@ -195,6 +240,9 @@ def main(argv=None) -> int:
             r = _util.run_json([__file__, "--child", str(path), "--repeats", str(args.repeats)], timeout=5400)
             key = f"{int(seconds)}_{kind}_{channels}ch"
             results["runs"][key] = r
+            if kind == "flac":
+                results["flac_decoders"] = _util.run_json(
+                    [__file__, "--decoders-child", str(path), "--repeats", str(args.repeats)], timeout=3600)
             v = r["views"]
             rows.append([
                 f"{seconds / 3600:.2f} h {kind} {channels}ch", r["open_s"], r["first_overview_s"], r["overview_s"],
@@ -242,6 +290,13 @@ def main(argv=None) -> int:
             "views <= 30 ms": all(x["request_to_image_ms"] <= 30 for x in r["views"].values()),
         }
         print(f"  {key} (load {r['load_avg_1min']:.1f}): " + ", ".join(f"{k} {'met' if ok else 'MISSED'}" for k, ok in checks.items()))
+    d = results.get("flac_decoders")
+    if d:
+        m = d["median"]
+        print(f"FLAC decoding alone, side by side ({d['threads']} threads, into mapped memory; medians of {len(d['runs']['libflac']['wall'])}):"
+              f" soma_shm (libFLAC) {m['libflac']['wall']:.2f} s wall, {m['libflac']['cpu']:.2f} CPU s;"
+              f" soundfile {m['soundfile']['wall']:.2f} s, {m['soundfile']['cpu']:.2f} CPU s"
+              f" ({d['cpu_ratio']:.2f}x the CPU, {d['wall_ratio']:.2f}x the wall); samples equal: {d['equal']}")
     print(f"wrote {_util.write_json('bench_long.json', results)}")
     return 0
 
