@@ -50,6 +50,9 @@ def child(path: str, repeats: int) -> dict:
         t = time.perf_counter()
         eng.open(np.zeros(48_000, np.float32), sample_rate=FS)
         eng.overview(64, 32)
+        from soma_shm.audio import prepare_decoders
+
+        prepare_decoders()
         out["kernels_load_s"] = time.perf_counter() - t
         # Open the file --repeats times (each open replaces the last); meanwhile a thread asks for
         # the partial overview every 20 ms, as the app does while a long 16-bit or lossy file

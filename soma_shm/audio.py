@@ -415,6 +415,14 @@ _FULL_SCALE = {
 }
 
 
+def prepare_decoders() -> None:
+    """Load the compiled FLAC callbacks (:mod:`soma_shm.kernels.flac`) now: about 0.25 s from the
+    kernel cache, otherwise paid inside the first FLAC open of the process (the app does this at
+    start, while nothing is open yet)."""
+    if _flac.available():
+        from .kernels import flac  # noqa: F401
+
+
 def full_scale(info: AudioInfo) -> float | None:
     """The largest calibrated STFT magnitude a file of ``info``'s subtype can hold, or None when
     its samples are not bounded (float files) or finer than 16 bits."""

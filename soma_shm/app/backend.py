@@ -487,6 +487,7 @@ class AppBackend(ViewsMixin, EditingMixin, ProjectsMixin, ExportingMixin):
 
 
 def _warm_overview() -> None:
+    from ..audio import prepare_decoders
     from ..pyramid import build_pyramid
     from ..render import reference_level, tone_map
 
@@ -495,5 +496,6 @@ def _warm_overview() -> None:
         x[::100] = 0.1
         pyramid = build_pyramid(x, 48_000, reference=reference_level(x, 48_000))
         tone_map(pyramid.image(0.0, 1.0, OVERVIEW_FMIN, 20_000.0, 16, 8), 1.0)
+        prepare_decoders()
     except Exception:  # pragma: no cover - warming is an optimisation; opening reports real errors
         log.debug("overview warm-up failed", exc_info=True)
