@@ -121,6 +121,17 @@ def shutdown(supervisor, files: dict) -> None:
 def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, generation: int,
          progress: Callable[[str, float], None] | None,
          building: Callable[[Any], None] | None = None) -> Opened:
+    """Open ``source`` into new shared blocks (:func:`_load`); whether it succeeds or fails, the
+    C heap's free memory is then given back to the system (:func:`_trim_heap`)."""
+    try:
+        return _load(source, sample_rate, settings, with_pyramid, generation, progress, building)
+    finally:
+        _trim_heap()
+
+
+def _load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, generation: int,
+          progress: Callable[[str, float], None] | None,
+          building: Callable[[Any], None] | None = None) -> Opened:
     """``building(build)`` is told the :class:`soma_shm.pyramid.ProgressiveBuild` of a long
     16-bit or lossy file while it decodes (see :func:`_build_while_decoding`).
 
@@ -158,7 +169,6 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
                                               progress, building, stamps)
                 if built is not None:
                     built.audio_block, built.path, built.channels = block, path, channels
-                    _trim_heap()
                     built.stages = _stages(stamps)
                     return built
             stamps["blocks"] = time.perf_counter()
@@ -195,7 +205,6 @@ def load(source: Any, sample_rate: float | None, settings, with_pyramid: bool, g
     except BaseException:
         opened.discard()
         raise
-    _trim_heap()
     opened.stages = _stages(stamps)
     return opened
 
